@@ -1,0 +1,25 @@
+"""mcreg_lib: implicit and explicit low-rank regularization in deep matrix factorization.
+
+Front door::
+
+    import mcreg_lib as mc
+    prob = mc.completion_problem(n=100, rank=5, n_observed=2000, seed=0)
+    run = mc.fit(prob, depth=3, optimizer="gd", lr=3.0, init_scale=1e-3, max_steps=100_000, seed=0)
+    run.matrix; run.history; run.summary
+"""
+
+from . import _validate as validate
+from . import baselines, claims, metrics, models, optimizers, penalties, plots
+from .claims import Claims
+from .metrics import balancedness_gaps, effective_rank, end_to_end, nuclear_norm, relative_error, schatten
+from .problems import Problem, completion_problem, problem_from_observations, sensing_problem
+from .training import Run, RunConfig, fit, log_steps, summaries, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Claims", "Problem", "Run", "RunConfig", "balancedness_gaps", "baselines", "claims", "completion_problem",
+    "effective_rank", "end_to_end", "fit", "log_steps", "metrics", "models", "nuclear_norm", "optimizers",
+    "penalties", "plots", "problem_from_observations", "relative_error", "schatten", "sensing_problem",
+    "summaries", "train", "validate",
+]

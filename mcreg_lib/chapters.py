@@ -1,0 +1,126 @@
+"""Execute the book's chapters with papermill.
+
+    python -m mcreg_lib.chapters run-all                  # every chapter of _toc.yml, in place (what `make book` does)
+    python -m mcreg_lib.chapters run NAME -p n=50 ...     # one chapter with your parameters, into _build/reruns/
+
+The chapters' MyST-markdown files (notebooks/NAME.md) are the source; papermill executes them into NAME.ipynb next to
+them, so the book's cross-references keep working. Parameters given with ``-p key=value`` are parsed as Python
+literals (``-p depths=[2,3]``, ``-p dtype='float64'``); the chapter's first cell validates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def chapter_names(root: Path = ROOT) -> list[str]:
+    """Chapter notebooks in book order (the ``notebooks/...`` entries of _toc.yml)."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    names: list[str] = []
+
+    def walk(entries: list[dict[str, Any]]) -> None:
+        for e in entries:
+            f = e.get("file", "")
+            if f.startswith("notebooks/"):
+                names.append(f.removeprefix("notebooks/"))
+            for key in ("chapters", "sections"):
+                walk(e.get(key, []))
+            for part in e.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return names
+
+
+def execute(name: str, parameters: dict[str, Any] | None = None, output: str | os.PathLike[str] | None = None,
+            *, notebooks: Path = NOTEBOOKS, progress: bool = False) -> float:
+    """Execute ``notebooks/NAME.md`` with papermill into ``output`` (default: ``notebooks/NAME.ipynb``).
+
+    Runs in the notebooks folder, so relative paths in a chapter resolve the same way in every run. Returns seconds.
+    """
+    import jupytext
+    import papermill
+
+    source = notebooks / f"{name}.md"
+    if not source.exists():
+        available = ", ".join(sorted(p.stem for p in notebooks.glob("*.md")))
+        raise ValueError(f"chapter={name!r} is not allowed: no {source}; chapters are: {available}")
+    output = Path(output) if output is not None else notebooks / f"{name}.ipynb"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    papermill.execute_notebook(jupytext.read(source), str(output), parameters=parameters or {},
+                               kernel_name="python3", cwd=str(notebooks), progress_bar=progress)
+    return time.perf_counter() - start
+
+
+def parse_parameters(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"-p {item!r}: write parameters as name=value, e.g. -p n=50 or -p depths=[2,3]")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw  # a bare word is a string: -p dtype=float64
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mcreg_lib.chapters", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run-all", help="execute every chapter in place, in book order")
+    sub.add_parser("list", help="list the chapters")
+    run = sub.add_parser("run", help="execute one chapter with your parameters into a fresh notebook")
+    run.add_argument("name")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument("--out", default=str(ROOT / "_build" / "reruns"), help="folder for the executed notebook")
+    run.add_argument("--html", action="store_true", help="also convert the executed notebook to HTML")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MCREG_PROGRESS", "0")
+    if args.command == "list":
+        print("\n".join(chapter_names()))
+        return 0
+    if args.command == "run-all":
+        timings = []
+        for name in chapter_names():
+            print(f"executing notebooks/{name}.md ...", flush=True)
+            seconds = execute(name)
+            timings.append((name, seconds))
+            print(f"  {name}: {seconds:.1f} s", flush=True)
+        print("\nchapter timings:")
+        for name, seconds in timings:
+            print(f"  {name:<32} {seconds:8.1f} s")
+        print(f"  {'total':<32} {sum(s for _, s in timings):8.1f} s")
+        return 0
+    params = parse_parameters(args.parameter)
+    out_dir = Path(args.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    output = out_dir / f"{args.name}-{stamp}.ipynb"
+    params.setdefault("claims_path", str((out_dir / f"{args.name}-{stamp}-claims.json").resolve()))
+    seconds = execute(args.name, params, output, progress=True)
+    print(f"executed {args.name} in {seconds:.1f} s -> {output}")
+    if args.html:
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(output)], check=True)
+        print(f"html -> {output.with_suffix('.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

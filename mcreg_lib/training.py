@@ -1,0 +1,429 @@
+"""Training: one loop, for one run or a batch of runs of the same shape.
+
+``fit(problem, depth=3, ...)`` trains one run. ``train(problems, configs)`` trains many configurations of the same
+matrix shape, depth, optimizer and penalty as one tensor program with a leading batch dimension; each run keeps its
+own seed, init scale, learning rate, penalty weight, observations and stop rule, stops on its own (a stopped run is
+frozen, not dropped) and is reported on its own. ``fit`` is ``train`` with a batch of one.
+
+Gradients are written out by hand (no autograd): for ``W = W_N ... W_1`` and ``G = dL/dW``,
+``dL/dW_j = (W_N ... W_{j+1})^T G (W_{j-1} ... W_1)^T``, computed from the forward pass's prefix products.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import _validate as v
+from . import metrics, models, optimizers, penalties
+from .problems import Problem
+
+N_SIGMAS = 10  # singular values logged per step
+
+
+def _freeze(opts: Any) -> tuple[tuple[str, float], ...]:
+    if opts is None:
+        return ()
+    if isinstance(opts, dict):
+        return tuple(sorted(opts.items()))
+    return tuple(sorted(tuple(o) for o in opts))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run besides the problem. Hashable; ``validated()`` fills defaults."""
+
+    depth: int = 3
+    optimizer: str = "gd"
+    lr: float = 1.0
+    init_scale: float = 1e-3
+    init: str = "gaussian"
+    penalty: str | None = None
+    penalty_weight: float = 0.0
+    max_steps: int = 100_000
+    stop_loss: float = 1e-6
+    seed: int = 0
+    width: int | None = None
+    det_sign: int | None = None
+    dtype: str = "float32"
+    optimizer_options: tuple[tuple[str, float], ...] = ()
+    penalty_options: tuple[tuple[str, float], ...] = ()
+    divergence_factor: float = 1e6
+    logs_per_decade: int = 20
+
+    def validated(self, shape: tuple[int, int] | None = None) -> RunConfig:
+        """Check every field (raising a ValueError that names it) and fill the optimizer and penalty defaults."""
+        opt = optimizers.options(self.optimizer, dict(_freeze(self.optimizer_options)))
+        if self.penalty is None:
+            if self.penalty_weight != 0:
+                v.fail("penalty_weight", self.penalty_weight, "0 when penalty is None")
+        pen = penalties.options(self.penalty, dict(_freeze(self.penalty_options)))
+        width = None if self.width is None else v.integer("width", self.width, 1)
+        det_sign = self.det_sign
+        if det_sign is not None and det_sign not in (1, -1):
+            v.fail("det_sign", det_sign, "+1, -1 or None")
+        if shape is not None and det_sign is not None and shape[0] != shape[1]:
+            v.fail("det_sign", det_sign, "None for a non-square problem")
+        return dataclasses.replace(
+            self,
+            depth=v.integer("depth", self.depth, 1),
+            lr=v.positive("lr", self.lr),
+            init_scale=v.positive("init_scale", self.init_scale),
+            init=v.choice("init", self.init, models.INITS),
+            penalty_weight=v.real("penalty_weight", self.penalty_weight, 0.0),
+            max_steps=v.integer("max_steps", self.max_steps, 0),
+            stop_loss=v.real("stop_loss", self.stop_loss, 0.0),
+            seed=v.integer("seed", self.seed, 0),
+            width=width,
+            dtype=v.dtype_name(v.dtype(self.dtype)),
+            optimizer_options=_freeze(opt),
+            penalty_options=_freeze(pen),
+            divergence_factor=v.real("divergence_factor", self.divergence_factor, 1.0, strict_minimum=True),
+            logs_per_decade=v.integer("logs_per_decade", self.logs_per_decade, 1, 1000),
+        )
+
+    def batch_key(self) -> tuple:
+        """Runs with equal keys (and problems of equal shape and kind) can train in one batch."""
+        return (self.depth, self.optimizer, self.optimizer_options, self.penalty, self.penalty_options,
+                self.width, self.dtype, self.init)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["optimizer_options"] = dict(self.optimizer_options)
+        d["penalty_options"] = dict(self.penalty_options)
+        return d
+
+
+@dataclass
+class Run:
+    """A finished run: the end-to-end matrix and layers (CPU, the run's dtype), a tidy history, a summary."""
+
+    config: RunConfig
+    problem_info: dict[str, Any]
+    matrix: torch.Tensor
+    layers: list[torch.Tensor]
+    history: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Run(depth={self.config.depth}, optimizer={self.config.optimizer!r}, steps={s.get('steps')}, "
+                f"train_loss={s.get('train_loss'):.3g}, error_all={s.get('error_all')}, "
+                f"diverged={s.get('diverged')})")
+
+
+def log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:
+    """The logged steps: 0 and ``round(10^(k / logs_per_decade))`` up to max_steps (the final step is added later)."""
+    if max_steps <= 0:
+        return np.zeros(1, dtype=np.int64)
+    k = np.arange(0, math.ceil(math.log10(max_steps) * logs_per_decade) + 1)
+    steps = np.unique(np.round(10.0 ** (k / logs_per_decade)).astype(np.int64))
+    return np.concatenate([[0], steps[steps <= max_steps]])
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _progress_default() -> bool:
+    return os.environ.get("MCREG_PROGRESS", "1") not in ("0", "false", "False", "")
+
+
+class _Data:
+    """The observations of a batch of problems, on the device: the loss, its gradient and the metrics."""
+
+    def __init__(self, problems: Sequence[Problem], dtype: torch.dtype, device: torch.device) -> None:
+        p0 = problems[0]
+        self.kind, self.shape, self.B = p0.kind, p0.shape, len(problems)
+        same = all(p is p0 for p in problems)
+        unique = [p0] if same else list(problems)
+
+        def stack(fn):
+            return torch.stack([fn(p) for p in unique]).to(device=device, dtype=dtype)
+
+        self.m = torch.tensor([float(p.n_observed) for p in problems], dtype=dtype, device=device)
+        self.gscale = (2.0 / self.m).view(-1, 1, 1)
+        if self.kind == "completion":
+            self.mask = stack(lambda p: p.mask())
+            self.observed = stack(lambda p: p.observed_matrix())
+        else:
+            if len({p.n_observed for p in unique}) > 1:
+                raise ValueError("sensing problems in one batch must have the same number of measurements")
+            self.a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))  # (B|1, m, n_rows*n_cols)
+            self.y = stack(lambda p: p.values)[..., None]
+        has_target = [p.target is not None for p in unique]
+        self.target = stack(lambda p: p.target) if all(has_target) else None
+        has_test = [p.test_rows is not None for p in unique]
+        self.test = None
+        if all(has_test):
+            self.test = [(p.test_rows.to(device), p.test_cols.to(device), p.test_values.to(device, dtype))
+                         for p in unique]
+
+    def residual(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss (B,), R) with ``dL/dW = R * gscale``; L is the mean squared error over the observations."""
+        if self.kind == "completion":
+            r = (w - self.observed).mul_(self.mask)
+        else:
+            res = torch.matmul(self.a, w.reshape(w.shape[0], -1, 1)) - self.y  # (B, m, 1)
+            r = torch.matmul(self.a.transpose(1, 2), res).view_as(w)
+            return res.square().sum((1, 2)) / self.m, r
+        flat = r.reshape(r.shape[0], -1)
+        return torch.linalg.vecdot(flat, flat) / self.m, r
+
+    def metrics(self, w: torch.Tensor, layers: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        sigma = metrics.singular_values(w)
+        out = {
+            "effective_rank": metrics.effective_rank(sigma=sigma),
+            "nuclear_norm": metrics.nuclear_norm(sigma=sigma),
+            "frobenius_norm": sigma.square().sum(-1).sqrt(),
+        }
+        if self.target is not None:
+            out["error_all"] = metrics.relative_error(w, self.target)
+            if self.kind == "completion":
+                out["error_unobserved"] = metrics.relative_error(w, self.target, 1.0 - self.mask)
+        if self.test is not None:
+            if len(self.test) == 1:
+                r, c, val = self.test[0]
+                out["test_mse"] = metrics.completion_loss(w, r, c, val)
+            else:
+                out["test_mse"] = torch.stack([metrics.completion_loss(w[b], *t) for b, t in enumerate(self.test)])
+        for j, gap in enumerate(metrics.balancedness_gaps(layers), start=1):
+            out[f"balancedness_gap_{j}"] = gap
+        for i in range(min(N_SIGMAS, sigma.shape[-1])):
+            out[f"sigma_{i + 1}"] = sigma[:, i]
+        return out
+
+
+def _check_batch(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> None:
+    if len(problems) != len(configs) or not configs:
+        raise ValueError(f"need one problem per config, got {len(problems)} problems and {len(configs)} configs")
+    p0, c0 = problems[0], configs[0]
+    for i, (p, c) in enumerate(zip(problems, configs)):
+        if not isinstance(p, Problem):
+            v.fail("problem", p, "a mcreg_lib Problem (see completion_problem, problem_from_observations)")
+        if p.kind != p0.kind or p.shape != p0.shape:
+            raise ValueError(f"run {i}: problem {p.kind} {p.shape} cannot share a batch with {p0.kind} {p0.shape}")
+        if c.batch_key() != c0.batch_key():
+            raise ValueError(f"run {i}: config {c.batch_key()} cannot share a batch with {c0.batch_key()}; "
+                             "use mcreg_lib.sweep to group runs automatically")
+
+
+def train(
+    problems: Problem | Sequence[Problem],
+    configs: Sequence[RunConfig],
+    *,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    description: str = "train",
+) -> list[Run]:
+    """Train a batch of runs together; returns one Run per config, in order.
+
+    problems: one problem shared by all runs, or one per run (same kind and shape).
+    configs: validated or not; every config must share ``batch_key()``.
+    device: default CUDA when available, else CPU.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs is empty: give at least one RunConfig")
+    problems = [problems] * len(configs) if isinstance(problems, Problem) else list(problems)
+    if not problems or not isinstance(problems[0], Problem):
+        v.fail("problem", problems[0] if problems else problems, "a mcreg_lib Problem")
+    configs = [c.validated(problems[0].shape) for c in configs]
+    _check_batch(problems, configs)
+    device = default_device() if device is None else torch.device(device)
+    progress = _progress_default() if progress is None else bool(progress)
+    c0, B = configs[0], len(configs)
+    dtype = v.dtype(c0.dtype)
+    shape = problems[0].shape
+    depth = c0.depth
+
+    # --- state -------------------------------------------------------------------------------------------------
+    inits = [models.init_layers(shape, depth, c.init, c.init_scale, c.seed, c.width, c.det_sign) for c in configs]
+    layers = [torch.stack([ls[j] for ls in inits]).to(device=device, dtype=dtype) for j in range(depth)]
+    data = _Data(problems, dtype, device)
+    opt_name = c0.optimizer
+    opt_opts = dict(c0.optimizer_options)
+    fused_gd = opt_name == "gd"
+    opt = optimizers.make(opt_name, layers, opt_opts)
+    pen_opts = dict(c0.penalty_options)
+
+    def col(values, dt=dtype):
+        return torch.tensor(values, dtype=dt, device=device)
+
+    lr = col([c.lr for c in configs]).view(B, 1, 1)
+    pen_weight = col([c.penalty_weight for c in configs]).view(B, 1, 1)
+    stop_loss = col([c.stop_loss for c in configs])
+    max_steps = [c.max_steps for c in configs]
+    horizon = max(max_steps)
+    active = torch.ones(B, dtype=torch.bool, device=device)
+    active_f = torch.ones(B, 1, 1, dtype=dtype, device=device)
+    logged = set(log_steps(horizon, c0.logs_per_decade).tolist())
+    rows: list[list[dict[str, Any]]] = [[] for _ in range(B)]
+    finals: list[dict[str, Any] | None] = [None] * B
+    snapshots: list[list[torch.Tensor] | None] = [None] * B
+    limit = torch.full((B,), math.inf, dtype=dtype, device=device)
+    max_steps_t = torch.tensor(max_steps, device=device)
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=horizon, desc=f"{description} ({B} run{'s' * (B > 1)})", unit="step", leave=False)
+    bar_next, bar_done = 1000, 0
+
+    # --- loop: at step t, evaluate theta_t, stop or log, then move to theta_{t+1} ------------------------------
+    t = 0
+    for t in range(horizon + 1):
+        prefix = [layers[0]]
+        for layer in layers[1:]:
+            prefix.append(torch.matmul(layer, prefix[-1]))
+        w = prefix[-1]
+        loss, r = data.residual(w)
+        if t == 0:
+            limit = c0.divergence_factor * loss.clamp_min(1.0)
+        pen_val = pen_grad = None
+        if c0.penalty is not None:
+            pen_val, pen_grad = penalties.value_and_grad(w, c0.penalty, pen_opts)
+
+        stopping = active & ((loss <= stop_loss) | ~torch.isfinite(loss) | (loss > limit) | (max_steps_t <= t))
+        any_stop = bool(stopping.any())
+        if t in logged or any_stop:
+            with torch.no_grad():
+                found = data.metrics(w, layers)
+            found["train_loss"] = loss
+            if pen_val is not None:
+                found["penalty"] = pen_val
+                found["objective"] = loss + pen_weight.view(-1) * pen_val
+            host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
+            stop_host = stopping.cpu().numpy()
+            act_host = active.cpu().numpy()
+            for b in range(B):
+                if act_host[b] and (t in logged or stop_host[b]):
+                    rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
+            if any_stop:
+                elapsed = time.perf_counter() - start
+                for b in np.flatnonzero(stop_host):
+                    lb = float(host["train_loss"][b])
+                    diverged = not math.isfinite(lb) or lb > float(limit[b])
+                    reason = "diverged" if diverged else ("stop_loss" if lb <= configs[b].stop_loss else "max_steps")
+                    finals[b] = {"steps": t, "stop_reason": reason, "diverged": diverged,
+                                 "diverged_at": t if diverged else None, "seconds": elapsed}
+                    snapshots[b] = [layer[b].detach().to("cpu").clone() for layer in layers]
+                idx = stopping.nonzero().view(-1)
+                active[idx] = False
+                active_f[idx] = 0.0
+                diverged_idx = [b for b in idx.tolist() if finals[b]["diverged"]]
+                if diverged_idx:  # keep NaN/inf out of the batch; the run's state was recorded above
+                    di = torch.tensor(diverged_idx, device=device)
+                    for layer in layers:
+                        layer[di] = 0.0
+                    opt.reset(di)
+                if not bool(active.any()):
+                    break
+        if t >= horizon:
+            break
+
+        # gradient of the objective with respect to W, with the step size folded in for plain GD
+        lr_eff = lr * active_f
+        scale = data.gscale * (lr_eff if fused_gd else active_f)
+        g = r.mul_(scale)
+        if pen_grad is not None:
+            g.add_(pen_grad * (pen_weight * (lr_eff if fused_gd else active_f)))
+        # backward through the product, updating each layer after its gradient is taken
+        if fused_gd:
+            a = g
+            for j in range(depth - 1, 0, -1):
+                below = prefix[j - 1].transpose(1, 2)
+                nxt = torch.matmul(layers[j].transpose(1, 2), a)
+                layers[j].baddbmm_(a, below, alpha=-1.0)
+                a = nxt
+            layers[0].sub_(a)
+        else:
+            grads: list[torch.Tensor] = [g] * depth
+            a = g
+            for j in range(depth - 1, 0, -1):
+                grads[j] = torch.matmul(a, prefix[j - 1].transpose(1, 2))
+                a = torch.matmul(layers[j].transpose(1, 2), a)
+            grads[0] = a
+            opt.step(layers, grads, lr_eff)
+        if bar is not None and t + 1 >= bar_next:
+            bar.update(t + 1 - bar_done)
+            bar_done, bar_next = t + 1, t + 1 + 1000
+            bar.set_postfix(active=int(active.sum()), loss=f"{float(loss[active].min()):.2e}", refresh=False)
+    if bar is not None:
+        bar.close()
+
+    runs = []
+    for b, cfg in enumerate(configs):
+        if finals[b] is None:  # pragma: no cover - every run stops by max_steps at the latest
+            raise RuntimeError(f"run {b} did not stop")
+        hist = pd.DataFrame(rows[b])
+        layers_b = [x.to(dtype) for x in snapshots[b]]
+        last = rows[b][-1]
+        summary: dict[str, Any] = {**finals[b]}
+        for key in ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
+                    "penalty", "objective"):
+            if key in last:
+                summary[key] = last[key]
+        summary.update({"batch_size": B, "device": str(device)})
+        runs.append(Run(cfg, dict(problems[b].info), metrics.end_to_end(layers_b), layers_b, hist, summary))
+    return runs
+
+
+def fit(
+    problem: Problem,
+    depth: int = 3,
+    optimizer: str = "gd",
+    lr: float = 1.0,
+    init_scale: float = 1e-3,
+    init: str = "gaussian",
+    penalty: str | None = None,
+    penalty_weight: float = 0.0,
+    max_steps: int = 100_000,
+    stop_loss: float = 1e-6,
+    seed: int = 0,
+    *,
+    width: int | None = None,
+    det_sign: int | None = None,
+    dtype: str = "float32",
+    optimizer_options: dict[str, float] | None = None,
+    penalty_options: dict[str, float] | None = None,
+    divergence_factor: float = 1e6,
+    logs_per_decade: int = 20,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+) -> Run:
+    """Train one deep factorization on ``problem``; see RunConfig for the parameters.
+
+    lr is the step on the mean squared error over the observed entries. Training stops when that loss falls to
+    ``stop_loss``, after ``max_steps`` steps, or when the loss turns non-finite or exceeds ``divergence_factor``
+    times its starting value (then ``summary['diverged']`` is True and ``summary['diverged_at']`` is the step).
+    """
+    if not isinstance(problem, Problem):
+        v.fail("problem", problem, "a mcreg_lib Problem (see completion_problem, problem_from_observations)")
+    cfg = RunConfig(depth=depth, optimizer=optimizer, lr=lr, init_scale=init_scale, init=init, penalty=penalty,
+                    penalty_weight=penalty_weight, max_steps=max_steps, stop_loss=stop_loss, seed=seed, width=width,
+                    det_sign=det_sign, dtype=dtype, optimizer_options=_freeze(optimizer_options),
+                    penalty_options=_freeze(penalty_options), divergence_factor=divergence_factor,
+                    logs_per_decade=logs_per_decade)
+    return train(problem, [cfg], device=device, progress=progress, description=f"fit depth {depth}")[0]
+
+
+def summaries(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run: its configuration, the problem's parameters (prefixed ``problem_``) and its summary."""
+    rows = []
+    for run in runs:
+        row = run.config.as_dict()
+        row.update({f"problem_{k}": val for k, val in run.problem_info.items()})
+        row.update(run.summary)
+        rows.append(row)
+    return pd.DataFrame(rows)
