@@ -1,0 +1,67 @@
+"""Every chapter executes under papermill at small parameters, writes its claims, and the book builds with -W."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcreg_lib import chapters
+
+from .chapter_params import SMALL
+from .conftest import ROOT
+
+NAMES = chapters.chapter_names(ROOT)
+
+
+def test_every_chapter_has_small_parameters():
+    assert sorted(NAMES) == sorted(SMALL), "add the chapter's small parameters to tests/chapter_params.py"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_chapter_executes_and_writes_claims(small_book, name):
+    book, timings, errors = small_book
+    if name in errors:
+        raise errors[name]
+    data = json.loads((book / "_build" / "claims" / f"{name}.json").read_text())
+    assert data["chapter"] == name
+    assert data["claims"], "a chapter states at least one claim"
+    for claim in data["claims"]:
+        assert set(claim) >= {"claim", "paper", "source", "ours", "holds"}
+        assert isinstance(claim["holds"], bool)
+    assert (book / "notebooks" / f"{name}.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_book_builds_with_warnings_as_errors(small_book):
+    book, _, errors = small_book
+    assert not errors, f"chapters failed: {sorted(errors)}"
+    jb = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "--keep-going"]
+    result = subprocess.run(jb, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = book / "_build" / "html"
+    assert (html / "index.html").exists()
+    for name in NAMES:
+        page = (html / "notebooks" / f"{name}.html").read_text()
+        assert "<img" in page, f"{name} has no figure"
+        assert "Traceback" not in page
+
+
+def test_bad_chapter_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="chapter='nope' is not allowed"):
+        chapters.execute("nope")
+
+
+def test_bad_parameter_fails_at_the_first_cell(tmp_path):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match="depths"):
+        chapters.execute("getting_started", {"depths": [0, 2], "claims_path": str(tmp_path / "c.json")},
+                         tmp_path / "out.ipynb")
+
+
+def test_parse_parameters():
+    assert chapters.parse_parameters(["n=50", "depths=[2,3]", "dtype=float64"]) == {
+        "n": 50, "depths": [2, 3], "dtype": "float64"}
