@@ -1,0 +1,46 @@
+"""Real data: MovieLens-100K from a ``u.data`` file the reader provides (no download).
+
+``u.data`` holds one rating per line: ``user_id<TAB>item_id<TAB>rating<TAB>timestamp`` with 1-based ids
+(943 users, 1682 items, 100,000 ratings in the original).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import _validate as v
+from .problems import Problem, problem_from_observations
+
+
+def load_movielens(path: str | os.PathLike[str], test_fraction: float = 0.2, seed: int = 0) -> Problem:
+    """A completion problem of users x items: a seeded random ``1 - test_fraction`` of the ratings observed, the
+    rest held out as test entries (``run.summary['test_mse']``). Ids are mapped to rows/columns in sorted order."""
+    path = Path(path)
+    if not path.is_file():
+        v.fail("path", str(path), "an existing MovieLens u.data file (tab-separated user, item, rating, timestamp)")
+    test_fraction = v.real("test_fraction", test_fraction, 0.0, 1.0, strict_minimum=True)
+    if test_fraction >= 1.0:
+        v.fail("test_fraction", test_fraction, "a number strictly between 0 and 1")
+    seed = v.integer("seed", seed, 0)
+    try:
+        raw = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise ValueError(f"path={str(path)!r} is not a MovieLens u.data file: {exc}") from None
+    if raw.shape[1] < 3:
+        v.fail("path", str(path), "a file with at least 3 tab-separated columns (user, item, rating)")
+    users, user_idx = np.unique(raw[:, 0].astype(np.int64), return_inverse=True)
+    items, item_idx = np.unique(raw[:, 1].astype(np.int64), return_inverse=True)
+    ratings = raw[:, 2]
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(ratings), generator=g).numpy()
+    n_test = int(round(test_fraction * len(ratings)))
+    test, train = order[:n_test], order[n_test:]
+    info = {"source": "movielens", "path": str(path), "n_users": len(users), "n_items": len(items),
+            "n_ratings": len(ratings), "test_fraction": test_fraction, "split_seed": seed}
+    return problem_from_observations(
+        user_idx[train], item_idx[train], ratings[train], (len(users), len(items)),
+        test_rows=user_idx[test], test_cols=item_idx[test], test_values=ratings[test], info=info)
