@@ -42,19 +42,13 @@ def test_matches_torch_optim(name, extra):
         ps = [x[b].clone().requires_grad_() for x in init]
         refs.append((ps, TORCH[name](ps, lrs[b], opts)))
     for _ in range(25):
-        grads = []
         for ps, o in refs:
             o.zero_grad()
             _loss(ps).backward()
-        for p in ours:
-            p.requires_grad_(True)
-        g = torch.autograd.grad(sum(_loss([q[b] for q in ours]) for b in range(2)), ours)
-        grads = [x.detach() for x in g]
-        ours = [p.detach() for p in ours]
-        opt_params = ours
-        opt.step(opt_params, grads, lr)
-        for ps, o in refs:
             o.step()
+        leaves = [p.clone().requires_grad_() for p in ours]
+        grads = torch.autograd.grad(sum(_loss([q[b] for q in leaves]) for b in range(2)), leaves)
+        opt.step(ours, list(grads), lr)
     for b, (ps, _) in enumerate(refs):
         for mine, ref in zip(ours, ps):
             assert torch.allclose(mine[b], ref.detach(), rtol=1e-10, atol=1e-12), name
