@@ -62,3 +62,21 @@ def test_bad_parameter_fails_at_the_first_cell(tmp_path):
 def test_parse_parameters():
     assert chapters.parse_parameters(["n=50", "depths=[2,3]", "dtype=float64"]) == {
         "n": 50, "depths": [2, 3], "dtype": "float64"}
+
+
+def test_parameters_table_and_rerun_box_come_from_the_parameters_cell():
+    rows = chapters.parameters("getting_started")
+    names = [r["name"] for r in rows]
+    assert names[:3] == ["n", "rank", "n_observed"] and "claims_path" in names
+    assert all(r["meaning"] and r["allowed"] for r in rows), "every parameter needs '# meaning [allowed]'"
+    box = chapters.rerun_box("getting_started", "-p n=50 -p depths=[2,3]")
+    assert 'make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"' in box
+    assert "-y '{n: 50, depths: [2,3]}'" in box
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_chapter_documents_its_parameters(name):
+    rows = chapters.parameters(name)
+    missing = [r["name"] for r in rows if not (r["meaning"] and r["allowed"])]
+    assert not missing, f"{name}: parameters without '# meaning [allowed values]': {missing}"
+    assert "claims_path" in [r["name"] for r in rows]
