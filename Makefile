@@ -43,5 +43,12 @@ bench: $(STAMP)
 rerun: $(STAMP)
 	$(PY) -m mcreg_lib.chapters run $(CHAPTER) $(ARGS) --html
 
+# JupyterLab with jupytext: the chapters' .md files open as notebooks, and saving keeps .md and .ipynb in sync.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+lab: $(STAMP)
+	mkdir -p $(dir $(LAB_SETTINGS))
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)
+	MCREG_PROGRESS=1 $(VENV)/bin/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
+
 clean:
 	rm -rf _build notebooks/*.ipynb
