@@ -199,6 +199,7 @@ def train_factorization(
     init_scale = v.positive("init_scale", init_scale)
     seeds = v.int_list("seeds", seeds, 0)
     lrs = lr_schedule(lr0, delta, steps)
+    logs_per_decade = v.integer("logs_per_decade", logs_per_decade, 1, 1000)
     divergence_factor = v.real("divergence_factor", divergence_factor, 1.0, strict_minimum=True)
     dtype = target.dtype
     n1, n2 = target.shape
@@ -359,11 +360,15 @@ def train_relu_nets(
 
     Returns (history, final layers per net, diverged_at per net). History: one row per (net, logged step) with
     loss, sq_norm_j ``||W_j||_F^2`` for every layer and, for adjacent layers, diff_j ``||W_{j+1}||_F^2 - ||W_j||_F^2``,
-    ratio_j ``||W_{j+1}||_F^2 / ||W_j||_F^2`` and unit_drift_j (max over hidden units of the change of the per-unit
-    difference since step 0). A net whose loss turns non-finite or exceeds divergence_factor times its start stops.
+    ratio_j ``||W_{j+1}||_F^2 / ||W_j||_F^2``, unit_drift_j (max over hidden units of the change of the per-unit
+    difference since step 0) and predicted_drift_j, the sum over the steps so far of the exact per-step change
+    ``lr^2 (||G_{j+1}||_F^2 - ||G_j||_F^2)`` (the discrete identity's trace), to compare with ``diff_j - diff_j(0)``.
+    A net whose loss turns non-finite or exceeds divergence_factor times its start stops (diverged_at).
     """
     lr = v.positive("lr", lr)
     steps = v.integer("steps", steps, 0)
+    logs_per_decade = v.integer("logs_per_decade", logs_per_decade, 1, 1000)
+    divergence_factor = v.real("divergence_factor", divergence_factor, 1.0, strict_minimum=True)
     if not inits or len(inits) != len(slopes):
         v.fail("slopes", list(slopes), f"one activation slope per init ({len(inits)} inits)")
     slopes = [v.real(f"slopes[{i}]", s, 0.0, 1.0) for i, s in enumerate(slopes)]
@@ -378,6 +383,7 @@ def train_relu_nets(
     s_t = torch.tensor(slopes, dtype=x.dtype)
     units0 = [unit_balance(layers[j], layers[j + 1]) for j in range(depth - 1)]
     B = len(inits)
+    predicted = torch.zeros(depth - 1, B, dtype=x.dtype)
     active = torch.ones(B, 1, 1, dtype=x.dtype)
     diverged_at: list[int | None] = [None] * B
     logged = set(log_steps(steps, logs_per_decade).tolist()) | {steps}
@@ -406,9 +412,12 @@ def train_relu_nets(
                     row[f"diff_{j + 1}"] = float(sq[j + 1][b] - sq[j][b])
                     row[f"ratio_{j + 1}"] = float(sq[j + 1][b] / sq[j][b])
                     row[f"unit_drift_{j + 1}"] = float(drift[j][b])
+                    row[f"predicted_drift_{j + 1}"] = float(predicted[j, b])
                 rows.append(row)
         if t == steps or not bool(active.any()):
             break
+        g_sq = torch.stack([grad.square().sum((-2, -1)) for grad in grads])  # (depth, B)
+        predicted += lr**2 * active.view(1, -1) * (g_sq[1:] - g_sq[:-1])
         for layer, grad in zip(layers, grads):
             layer.sub_(grad * (lr * active))
     finals = [[layer[b].clone() for layer in layers] for b in range(B)]
