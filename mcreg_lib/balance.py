@@ -426,26 +426,31 @@ def train_relu_nets(
 
 # --- deep linear networks through the library's trainer ------------------------------------------------------------
 
-def layer_checkpoints(problem, checkpoints: Sequence[int], **config: Any) -> pd.DataFrame:
-    """Train one deep linear configuration (``mcreg_lib.RunConfig`` fields in ``config``) and read its layers at
-    each step of ``checkpoints``: the runs differ only in max_steps and train as one batch (same seed, same path).
+def layer_checkpoints(problem, checkpoints: Sequence[int], seeds: Sequence[int] = (0,), **config: Any
+                      ) -> pd.DataFrame:
+    """Train one deep linear configuration (``mcreg_lib.RunConfig`` fields in ``config``) for each seed and read its
+    layers at each step of ``checkpoints``: the runs differ only in seed and max_steps and train as one batch (a run
+    with the same seed follows the same path, so its final layers are the trajectory's layers at that step).
 
-    One row per (checkpoint, adjacent pair j): step, pair, gap ``||C_j||_F`` (metrics.balancedness_gaps),
-    relative_gap, sq_norm_lower ``||W_j||_F^2``, sq_norm_upper ``||W_{j+1}||_F^2``, train_loss, stop_reason.
+    One row per (seed, checkpoint, adjacent pair j): seed, step, pair, gap ``||C_j||_F``
+    (metrics.balancedness_gaps), relative_gap, sq_norm_lower ``||W_j||_F^2``, sq_norm_upper ``||W_{j+1}||_F^2``,
+    train_loss, stop_reason, diverged.
     """
     from .training import RunConfig, train
 
     checkpoints = sorted(set(v.int_list("checkpoints", checkpoints, 0)))
-    if "max_steps" in config or "stop_loss" in config:
-        v.fail("config", sorted(config), "RunConfig fields other than max_steps and stop_loss (set by checkpoints)")
-    configs = [RunConfig(max_steps=c, stop_loss=0.0, **config) for c in checkpoints]
+    seeds = v.int_list("seeds", seeds, 0)
+    if {"max_steps", "stop_loss", "seed"} & set(config):
+        v.fail("config", sorted(config), "RunConfig fields other than max_steps, stop_loss and seed")
+    pairs = [(s, c) for s in seeds for c in checkpoints]
+    configs = [RunConfig(max_steps=c, stop_loss=0.0, seed=s, **config) for s, c in pairs]
     runs = train(problem, configs, description=f"checkpoints depth {config.get('depth', 3)}")
     rows = []
-    for c, run in zip(checkpoints, runs):
+    for (s, c), run in zip(pairs, runs):
         gaps = metrics.balancedness_gaps(run.layers)
         rel = relative_gaps(run.layers)
         for j, (gap, r) in enumerate(zip(gaps, rel), start=1):
-            rows.append({"step": c, "pair": j, "gap": float(gap), "relative_gap": float(r),
+            rows.append({"seed": s, "step": c, "pair": j, "gap": float(gap), "relative_gap": float(r),
                          "sq_norm_lower": float(run.layers[j - 1].square().sum()),
                          "sq_norm_upper": float(run.layers[j].square().sum()),
                          "train_loss": run.summary["train_loss"], "stop_reason": run.summary["stop_reason"],

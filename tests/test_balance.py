@@ -197,15 +197,25 @@ def test_schedules_and_fits():
 
 def test_layer_checkpoints_follow_one_trajectory():
     prob = mc.completion_problem(n=10, rank=2, n_observed=60, seed=0)
-    kw = dict(depth=3, lr=0.5, init_scale=0.1, seed=0, dtype="float64")
-    tab = balance.layer_checkpoints(prob, [0, 5, 20], **kw)
+    kw = dict(depth=3, lr=0.5, init_scale=0.1, dtype="float64")
+    tab = balance.layer_checkpoints(prob, [0, 5, 20], seeds=[0], **kw)
     assert sorted(tab.step.unique()) == [0, 5, 20] and sorted(tab.pair.unique()) == [1, 2]
     start = mc.models.init_layers(prob.shape, 3, "gaussian", 0.1, 0)
     gap0 = float(mc.metrics.balancedness_gaps(start)[0])
     assert tab[(tab.step == 0) & (tab.pair == 1)].gap.iloc[0] == pytest.approx(gap0, rel=1e-12)
-    run = mc.fit(prob, max_steps=20, stop_loss=0.0, **kw)
+    run = mc.fit(prob, max_steps=20, stop_loss=0.0, seed=0, **kw)
     assert tab[(tab.step == 20) & (tab.pair == 2)].gap.iloc[0] == pytest.approx(
         float(mc.metrics.balancedness_gaps(run.layers)[1]), rel=1e-12)
     with pytest.raises(ValueError, match="config="):
         balance.layer_checkpoints(prob, [0, 5], max_steps=5, **kw)
+    with pytest.raises(ValueError, match="config="):
+        balance.layer_checkpoints(prob, [0, 5], seed=1, **kw)
     assert math.isfinite(tab.relative_gap.max())
+
+
+def test_layer_checkpoints_batch_seeds():
+    prob = mc.completion_problem(n=8, rank=2, n_observed=40, seed=0)
+    tab = balance.layer_checkpoints(prob, [0, 3], seeds=[0, 1], depth=2, lr=0.5, init_scale=0.1, dtype="float64")
+    assert sorted(tab.seed.unique()) == [0, 1] and len(tab) == 4
+    one = balance.layer_checkpoints(prob, [0, 3], seeds=[1], depth=2, lr=0.5, init_scale=0.1, dtype="float64")
+    assert one.gap.to_numpy() == pytest.approx(tab[tab.seed == 1].gap.to_numpy(), rel=1e-12)
