@@ -5,4 +5,8 @@ One entry per chapter notebook (notebooks/NAME.md). ``claims_path`` is added by 
 
 SMALL = {
     "getting_started": {"n": 20, "rank": 2, "n_observed": 200, "depths": [1, 2], "max_steps": 300},
+    "balancedness": {"n": 10, "rank": 2, "n_observed": 60, "depths": [2, 3], "max_steps": 200, "flow_time": 20.0,
+                     "flow_lrs": [0.5, 1.0], "identity_instances": 3, "relu_input_dim": 20, "relu_widths": [8, 8],
+                     "relu_output_dim": 3, "relu_points": 30, "relu_steps": 50, "fact_rows": 6, "fact_cols": 5,
+                     "fact_rank": 2, "decay_steps": 200, "rank1_steps": 60, "seeds": [0, 1]},
 }
