@@ -82,6 +82,19 @@ def mse_lr(p4_lr: float, n_observed: int) -> float:
     return v.positive("p4_lr", p4_lr) * v.integer("n_observed", n_observed, 1) / 2.0
 
 
+def p4_init_scale(init: str, std: float, depth: int, n: int = 2) -> float:
+    """The ``init_scale`` of ``mc.models.init_layers`` that reproduces P4's initialization with std ``std``.
+
+    P4's "normal" init draws every layer N(0, std^2); ours draws N(0, init_scale^(2/N) / n), so
+    ``init_scale = (std sqrt(n))^N``. P4's balanced init draws the end-to-end matrix N(0, std^2) and splits it; ours
+    draws it N(0, init_scale^2 / n), so ``init_scale = std sqrt(n)``.
+    """
+    init = v.choice("init", init, ("gaussian", "balanced"))
+    std, depth = v.positive("std", std), v.integer("depth", depth, 1)
+    root = std * math.sqrt(v.integer("n", n, 1))
+    return root**depth if init == "gaussian" else root
+
+
 def w11_lower_bound(loss: Any, w12: float = 1.0, w21: float = 1.0, w22: float = 0.0) -> np.ndarray:
     """Lower bound on |W11| for any W with P4's loss ``loss`` on the 2x2 problem whose det W has the sign of w12*w21.
 
@@ -452,9 +465,9 @@ def nuclear_norm_comparison(problems: Sequence[Problem], *, depths: Sequence[int
             v.fail("problems", p, "synthetic problems with a known target (mc.completion_problem)")
         m = p.n_observed
         truth = baselines.evaluate(p, p.target)
-        rows.append({"n_observed": m, "method": "ground truth", **truth})
+        rows.append({**truth, "n_observed": m, "method": "ground truth", "diverged": False})
         nnm = baselines.nuclear_norm_minimization(p)
-        rows.append({"n_observed": m, "method": "min nuclear norm", **nnm.summary})
+        rows.append({**nnm.summary, "n_observed": m, "method": "min nuclear norm", "diverged": False})
         spec = grid(p, depth=list(depths), init_scale=list(init_scales), seed=list(seeds), optimizer=optimizer,
                     lr=lr, max_steps=max_steps, stop_loss=stop_loss, dtype=dtype)
         table = sweep(spec, device=device).table
@@ -464,5 +477,6 @@ def nuclear_norm_comparison(problems: Sequence[Problem], *, depths: Sequence[int
     cols = ["n_observed", "method", "depth", "init_scale", "seed", "nuclear_norm", "error_all", "effective_rank",
             "train_loss", "steps", "stop_reason", "diverged", "seconds"]
     out = pd.DataFrame(rows)
+    out["diverged"] = out["diverged"].astype(bool)
     return out[[c for c in cols if c in out.columns]]
 

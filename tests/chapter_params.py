@@ -5,4 +5,7 @@ One entry per chapter notebook (notebooks/NAME.md). ``claims_path`` is added by 
 
 SMALL = {
     "getting_started": {"n": 20, "rank": 2, "n_observed": 200, "depths": [1, 2], "max_steps": 300},
+    "norms": {"n": 16, "rank": 2, "n_observed": [90, 200], "depths": [2], "init_scales": [1e-2, 1e-3],
+              "seeds": [0], "max_steps": 1500, "depths_2x2": [2, 3], "p4_max_steps": 20_000, "depth2_lrs": [3e-3, 1e-3],
+              "epsilons": [0.1, 0.5]},
 }

@@ -158,3 +158,13 @@ def test_norms_of_uses_the_library_metrics():
     assert float(out["nuclear"]) == pytest.approx(7.0)
     assert float(out["spectral"]) == pytest.approx(4.0)
     assert float(out["schatten_half"]) == pytest.approx((3**0.5 + 2.0) ** 2)
+
+
+def test_p4_init_scale_reproduces_p4_stds():
+    for depth in (2, 3, 4):
+        s = norms.p4_init_scale("gaussian", 8e-3, depth)
+        layers = [mc.models.init_layers((2, 2), depth, "gaussian", s, seed)[0] for seed in range(3000)]
+        assert float(torch.stack(layers).std()) == pytest.approx(8e-3, rel=0.05)
+    s = norms.p4_init_scale("balanced", 8e-3, 3)
+    w = torch.stack([mc.end_to_end(mc.models.init_layers((2, 2), 3, "balanced", s, seed)) for seed in range(3000)])
+    assert float(w.std()) == pytest.approx(8e-3, rel=0.05)
