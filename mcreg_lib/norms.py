@@ -207,10 +207,12 @@ def _det(w, work):
 
 
 @_jit
-def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor, schedule, rec, out_i, out_f):
+def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor, schedule, loss_factor, rec, out_i,
+             out_f):
     """Gradient descent on one run, in place on ``layers`` (depth, d, d); W_1 = layers[0].
 
-    rec[k] = (step, mse, det, W entries row-major) at the scheduled steps, the first det sign flip and the stop.
+    rec[k] = (step, mse, det, W entries row-major) at the scheduled steps, whenever the loss falls below
+    ``loss_factor`` times the last recorded loss (0 turns this off), at the first det sign flip and at the stop.
     out_i = (rows recorded, final step, stop code, first flip step or -1, number of flips); out_f = (mse at flip,).
     """
     d = layers.shape[1]
@@ -226,6 +228,9 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
     n_sched = schedule.shape[0]
     k = 0
     n_rec = 0
+    n_loss_rows = 0
+    max_loss_rows = rec.shape[0] - n_sched - 2
+    last_logged = np.inf
     limit = np.inf
     last_sign = 0.0
     first_flip = -1
@@ -265,7 +270,11 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
         while k < n_sched and schedule[k] <= t:
             logged = logged or schedule[k] == t
             k += 1
+        if not logged and loss < loss_factor * last_logged and n_loss_rows < max_loss_rows:
+            logged = True
+            n_loss_rows += 1
         if logged or code >= 0 or first_flip == t:
+            last_logged = loss
             rec[n_rec, 0] = t
             rec[n_rec, 1] = loss
             rec[n_rec, 2] = det
@@ -308,11 +317,11 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
 
 
 @_pjit
-def _run_batch(layers, depths, masks, observed, lrs, max_steps, stop_losses, div_factors, schedule, rec, out_i,
-               out_f):
+def _run_batch(layers, depths, masks, observed, lrs, max_steps, stop_losses, div_factors, schedule, loss_factor, rec,
+               out_i, out_f):
     for b in _prange(layers.shape[0]):
         _run_one(layers[b, :depths[b]], depths[b], masks[b], observed[b], lrs[b], max_steps[b], stop_losses[b],
-                 div_factors[b], schedule, rec[b], out_i[b], out_f[b])
+                 div_factors[b], schedule, loss_factor, rec[b], out_i[b], out_f[b])
 
 
 # --- the front door ------------------------------------------------------------------------------------------------
@@ -351,13 +360,18 @@ def _check_small(spec: Sequence[tuple[Problem, RunConfig]]) -> list[tuple[Proble
     return spec
 
 
-def train_small(spec: Sequence[tuple[Problem, RunConfig]], *, parallel: bool = True) -> SmallResult:
+def train_small(spec: Sequence[tuple[Problem, RunConfig]], *, loss_logs_per_decade: int = 0,
+                parallel: bool = True) -> SmallResult:
     """Plain gradient descent on every (problem, config) of ``spec`` (e.g. ``mc.grid(...)``), in float64.
 
     Gives the iterates of ``mc.fit`` with the same config (same init, step, stop rules: ``stop_loss``, ``max_steps``,
     divergence), but compiled, so millions of steps take about a second. Runs of any depth share one call.
     Also watches det W(t) at every step: ``first_flip`` is the first step whose det has the opposite sign of the
     previous nonzero one (-1 if never), ``n_flips`` the number of sign changes.
+
+    Logged steps: ``mc.log_steps(max_steps, logs_per_decade)`` as in ``mc.fit``, the first flip and the last step;
+    with ``loss_logs_per_decade = k > 0`` also every step at which the loss has fallen by a factor ``10^(1/k)``
+    since the last logged one (at most 40 decades), so fast drops of the loss are drawn with as many points.
 
     History columns: step, train_loss (MSE), loss_p4 (P4's half sum), det, w11, w12, ... (1-based entries),
     abs_w11, frobenius, nuclear, spectral, schatten_half (p = 1/2), effective_rank, plus the run's config.
@@ -386,17 +400,19 @@ def train_small(spec: Sequence[tuple[Problem, RunConfig]], *, parallel: bool = T
     stop_losses = np.array([c.stop_loss for _, c in spec])
     div_factors = np.array([c.divergence_factor for _, c in spec])
     schedule = log_steps(int(max_steps.max()), spec[0][1].logs_per_decade).astype(np.int64)
-    rec = np.full((B, schedule.size + 2, 3 + d * d), np.nan)
+    k = v.integer("loss_logs_per_decade", loss_logs_per_decade, 0, 1000)
+    loss_factor = 10.0 ** (-1.0 / k) if k else 0.0
+    rec = np.full((B, schedule.size + 2 + 40 * k, 3 + d * d), np.nan)
     out_i = np.zeros((B, 5), dtype=np.int64)
     out_f = np.full((B, 1), np.nan)
     start = time.perf_counter()
     if parallel:
-        _run_batch(layers, depths, masks, observed, lrs, max_steps, stop_losses, div_factors, schedule, rec, out_i,
-                   out_f)
+        _run_batch(layers, depths, masks, observed, lrs, max_steps, stop_losses, div_factors, schedule, loss_factor,
+                   rec, out_i, out_f)
     else:
         for b in range(B):
             _run_one(layers[b, :depths[b]], depths[b], masks[b], observed[b], lrs[b], max_steps[b], stop_losses[b],
-                     div_factors[b], schedule, rec[b], out_i[b], out_f[b])
+                     div_factors[b], schedule, loss_factor, rec[b], out_i[b], out_f[b])
     seconds = time.perf_counter() - start
     return _collect(spec, layers, rec, out_i, out_f, seconds)
 

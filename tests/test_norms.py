@@ -168,3 +168,20 @@ def test_p4_init_scale_reproduces_p4_stds():
     s = norms.p4_init_scale("balanced", 8e-3, 3)
     w = torch.stack([mc.end_to_end(mc.models.init_layers((2, 2), 3, "balanced", s, seed)) for seed in range(3000)])
     assert float(w.std()) == pytest.approx(8e-3, rel=0.05)
+
+
+def test_loss_based_logging_adds_rows_where_the_loss_falls():
+    p = norms.p4_problem()
+    spec = _spec(p, depth=3, init="balanced", init_scale=1e-2, det_sign=1, max_steps=5000)
+    plain = norms.train_small(spec).histories
+    dense = norms.train_small(spec, loss_logs_per_decade=20).histories
+    assert set(plain["step"]) <= set(dense["step"]) and len(dense) > len(plain)
+    np.testing.assert_allclose(dense.set_index("step").loc[plain["step"], "train_loss"], plain["train_loss"])
+    # a row is logged as soon as the loss is 10^(-1/20) times the last logged one; one step of this smooth run
+    # lowers the loss by far less than that, so no two consecutive rows differ by more than 10^(-2/20)
+    loss = dense["train_loss"].to_numpy()
+    assert loss[-1] < 0.1 * loss[0]
+    assert np.all(loss[1:] >= loss[:-1] * 10 ** (-2 / 20))
+    assert not np.all(plain["train_loss"].to_numpy()[1:] >= plain["train_loss"].to_numpy()[:-1] * 10 ** (-2 / 20))
+    with pytest.raises(ValueError, match="loss_logs_per_decade=-1"):
+        norms.train_small(spec, loss_logs_per_decade=-1)
