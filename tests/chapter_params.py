@@ -9,4 +9,7 @@ SMALL = {
                      "flow_lrs": [0.5, 1.0], "identity_instances": 3, "relu_input_dim": 20, "relu_widths": [8, 8],
                      "relu_output_dim": 3, "relu_points": 30, "relu_steps": 50, "fact_rows": 6, "fact_cols": 5,
                      "fact_rank": 2, "decay_steps": 200, "rank1_steps": 60, "seeds": [0, 1]},
+    "norms": {"n": 16, "rank": 2, "n_observed": [90, 200], "depths": [2], "init_scales": [1e-2, 1e-3],
+              "seeds": [0], "max_steps": 1500, "depths_2x2": [2, 3], "p4_max_steps": 20_000, "depth2_lrs": [3e-3, 1e-3],
+              "epsilons": [0.1, 0.5]},
 }
