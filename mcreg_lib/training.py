@@ -130,6 +130,15 @@ def log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:
     return np.concatenate([[0], steps[steps <= max_steps]])
 
 
+FINAL_KEYS = ("steps", "stop_reason", "diverged", "diverged_at", "seconds")
+
+
+def _finite_or_zero(w: torch.Tensor) -> torch.Tensor:
+    """``w`` with every batch entry that holds a NaN or inf replaced by zeros (SVDs fail on non-finite input)."""
+    finite = torch.isfinite(w).flatten(1).all(1)
+    return w if bool(finite.all()) else torch.where(finite[:, None, None], w, torch.zeros((), dtype=w.dtype))
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -292,13 +301,14 @@ def train(
             limit = c0.divergence_factor * loss.clamp_min(1.0)
         pen_val = pen_grad = None
         if c0.penalty is not None:
-            pen_val, pen_grad = penalties.value_and_grad(w, c0.penalty, pen_opts)
+            pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
 
-        stopping = active & ((loss <= stop_loss) | ~torch.isfinite(loss) | (loss > limit) | (max_steps_t <= t))
+        bad = ~torch.isfinite(loss) | (loss > limit)
+        stopping = active & ((loss <= stop_loss) | bad | (max_steps_t <= t))
         any_stop = bool(stopping.any())
         if t in logged or any_stop:
-            with torch.no_grad():
-                found = data.metrics(w, layers)
+            with torch.no_grad():  # a diverged run's matrix may hold inf/NaN: measure zeros instead, never log them
+                found = data.metrics(_finite_or_zero(w), [_finite_or_zero(x) for x in layers])
             found["train_loss"] = loss
             if pen_val is not None:
                 found["penalty"] = pen_val
@@ -306,17 +316,20 @@ def train(
             host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
             stop_host = stopping.cpu().numpy()
             act_host = active.cpu().numpy()
+            bad_host = bad.cpu().numpy()
             for b in range(B):
-                if act_host[b] and (t in logged or stop_host[b]):
+                if act_host[b] and (t in logged or stop_host[b]) and not bad_host[b]:
                     rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
             if any_stop:
                 elapsed = time.perf_counter() - start
                 for b in np.flatnonzero(stop_host):
                     lb = float(host["train_loss"][b])
-                    diverged = not math.isfinite(lb) or lb > float(limit[b])
+                    diverged = bool(bad_host[b])
                     reason = "diverged" if diverged else ("stop_loss" if lb <= configs[b].stop_loss else "max_steps")
                     finals[b] = {"steps": t, "stop_reason": reason, "diverged": diverged,
                                  "diverged_at": t if diverged else None, "seconds": elapsed}
+                    if diverged:  # the loss that tripped the rule; every other metric is unmeasured
+                        finals[b].update({k: math.nan for k in host if k != "train_loss"}, train_loss=lb)
                     snapshots[b] = [layer[b].detach().to("cpu").clone() for layer in layers]
                 idx = stopping.nonzero().view(-1)
                 active[idx] = False
@@ -368,8 +381,8 @@ def train(
             raise RuntimeError(f"run {b} did not stop")
         hist = pd.DataFrame(rows[b])
         layers_b = [x.to(dtype) for x in snapshots[b]]
-        last = rows[b][-1]
-        summary: dict[str, Any] = {**finals[b]}
+        last = rows[b][-1] if not finals[b]["diverged"] else finals[b]
+        summary: dict[str, Any] = {k: val for k, val in finals[b].items() if k in FINAL_KEYS}
         for key in ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
                     "penalty", "objective"):
             if key in last:
