@@ -255,7 +255,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
                     fut = dask_client.submit(_train_batch, [spec[i][0] for i in idx], [spec[i][1] for i in idx],
                                              str(dev), None, None, None, pure=False)
                     futures[fut] = idx
-                for fut in as_completed(list(futures)) if futures else []:
+                for fut in as_completed(list(futures), loop=dask_client.loop) if futures else []:
                     done(futures[fut], fut.result(), report=True)
             finally:
                 if own:
