@@ -45,29 +45,8 @@ def options(penalty: str | None, given: dict[str, float] | None) -> dict[str, fl
     return out
 
 
-POLAR_PENALTIES = ("ratio", "nuclear")  # penalties whose gradient needs only the polar factor U V^T
-
-
-class PolarState:
-    """The previous step's polar factors of a batch, to warm-start :func:`polar` (used by the training loop)."""
-
-    def __init__(self) -> None:
-        self.q: torch.Tensor | None = None
-
-    def reset(self, index: torch.Tensor) -> None:
-        """Forget the runs in ``index`` (a diverged run); they start cold at the next step."""
-        self.q = None
-
-
-def value_and_grad(w: torch.Tensor, penalty: str, opts: dict[str, float],
-                   state: PolarState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The penalty of each matrix in the batch and its gradient with respect to W.
-
-    Without ``state`` this is the exact reference (one SVD per matrix). With a :class:`PolarState`, the ratio and
-    nuclear penalties take ``U V^T`` from :func:`polar` instead (the SVD where it has not converged).
-    """
-    if state is not None and penalty in POLAR_PENALTIES:
-        return _polar_value_and_grad(w, penalty, state)
+def value_and_grad(w: torch.Tensor, penalty: str, opts: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The penalty of each matrix in the batch and its gradient with respect to W."""
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     tiny = torch.finfo(w.dtype).tiny
     if penalty == "nuclear":
@@ -97,13 +76,3 @@ def value(w: torch.Tensor, penalty: str, opts: dict[str, float] | None = None) -
         o = options("schatten", opts)
         return (s.clamp_min(o["sigma_floor"]) ** o["p"]).sum(-1) ** (1.0 / o["p"])
     raise ValueError(f"penalty={penalty!r} is not allowed: penalty must be one of {PENALTIES}")
-
-
-def _polar_value_and_grad(w: torch.Tensor, penalty: str, state: PolarState) -> tuple[torch.Tensor, torch.Tensor]:
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
-    q = u @ vh
-    nuc = s.sum(-1)
-    if penalty == "nuclear":
-        return nuc, q
-    fro = torch.linalg.vecdot(w.flatten(1), w.flatten(1)).sqrt().clamp_min(torch.finfo(w.dtype).tiny)
-    return nuc / fro, q / fro[:, None, None] - w * (nuc / fro**3)[:, None, None]

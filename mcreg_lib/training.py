@@ -235,7 +235,6 @@ def train(
     description: str = "train",
     on_finish: Callable[[int, Run], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    fast_penalty: bool = True,
 ) -> list[Run]:
     """Train a batch of runs together; returns one Run per config, in order.
 
@@ -245,8 +244,6 @@ def train(
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
         call (a run that stops early also reports the steps it will not take); replaces this call's own bar.
-    fast_penalty: compute the ratio/nuclear penalty's ``U V^T`` by the batched polar iteration of
-        ``penalties.polar`` (falling back to the SVD per run where it has not converged); False: the SVD always.
     """
     configs = list(configs)
     if not configs:
@@ -272,7 +269,6 @@ def train(
     fused_gd = opt_name == "gd"
     opt = optimizers.make(opt_name, layers, opt_opts)
     pen_opts = dict(c0.penalty_options)
-    pen_state = penalties.PolarState() if fast_penalty and c0.penalty in penalties.POLAR_PENALTIES else None
 
     def col(values, dt=dtype):
         return torch.tensor(values, dtype=dt, device=device)
@@ -366,7 +362,7 @@ def train(
             refresh()
         pen_val = pen_grad = None
         if c0.penalty is not None:
-            pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts, state=pen_state)
+            pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
 
         # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf)
         any_stop = t in stop_at or not bool(((loss > lo) & (loss <= hi)).all())
@@ -403,8 +399,6 @@ def train(
                     for layer in layers:
                         layer[di] = 0.0
                     opt.reset(di)
-                    if pen_state is not None:
-                        pen_state.reset(di)
                 if n_active == 0:
                     break
                 refresh()
