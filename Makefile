@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) bench/bench_fit.py
+	$(PY) bench/bench.py
 
 # make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"
 rerun: $(STAMP)
