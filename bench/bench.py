@@ -163,6 +163,12 @@ def main() -> None:
     print(f"[3] ratio penalty value+gradient, {batch} W's from P1-style runs: batched {batched * 1e3:.3f} ms/run, "
           f"one SVD per run {single * 1e3:.3f} ms/run: ratio {single / batched:.2f}x (target >= 3x); "
           f"max rel. difference of the gradient to float64: {err:.1e}")
+    sigma = torch.linalg.svdvals(ws.double())
+    cond = (sigma[:, 0] / sigma[:, -1]).median().item()
+    below = (sigma < torch.finfo(torch.float32).eps * sigma[:, :1]).sum(-1).float().mean().item()
+    out.update(penalty_w_median_condition=cond, penalty_w_sigmas_below_float32_resolution=below)
+    print(f"    those W's: median condition number {cond:.1e}; on average {below:.0f} of {n} singular values lie below "
+          f"float32 resolution (eps * sigma_1), where U V^T is set by rounding, not by W")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
