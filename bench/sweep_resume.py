@@ -8,7 +8,7 @@ depth {2, 3, 4} x init_scale {1e-3, 1e-4} x n_observed {2000, 3000} x 4 seeds, 1
 3. run the whole sweep again, uncached, through a Dask LocalCluster (2 worker processes on loopback) and compare
    every number with step 2.
 
-    python bench/sweep_resume.py [--max-steps 3000] [--cache DIR]
+    python bench/sweep_resume.py [--max-steps 1000] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def make_spec(max_steps: int) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--max-steps", type=int, default=1000)
     ap.add_argument("--max-batch", type=int, default=8, help="runs per batch (smaller: finer-grained progress)")
     ap.add_argument("--cache", default=None, help="cache folder (default: a fresh temporary folder)")
     ap.add_argument("--device", default="cpu")

@@ -314,15 +314,17 @@ def train(
     r_buf = torch.empty(B, *shape, dtype=dtype, device=device)
     neg_obs = data.observed.neg() if data.kind == "completion" else None
     # Per-run factors that change only when a run stops (a stopped run gets zero step, and never stops again).
-    lo = hi = g_scale = p_scale = None
+    lo_h: list[float] = []
+    hi_h: list[float] = []
+    g_scale = p_scale = torch.zeros(())
 
     def refresh() -> None:
-        nonlocal lo, hi, g_scale, p_scale
+        nonlocal lo_h, hi_h, g_scale, p_scale
         lr_eff = lr * active_f
         g_scale = data.gscale * (lr_eff if fused_gd else active_f)
         p_scale = pen_weight * (lr_eff if fused_gd else active_f)
-        lo = torch.where(active, stop_loss, -math.inf)
-        hi = torch.where(active, limit, math.inf)
+        lo_h = torch.where(active, stop_loss, -math.inf).tolist()
+        hi_h = torch.where(active, limit, math.inf).tolist()
 
     def finish(b: int, t: int, reason: str, host: dict[str, np.ndarray]) -> None:
         diverged = reason == "diverged"
@@ -354,7 +356,7 @@ def train(
         w = prefix[-1]
         if neg_obs is not None:  # (W - observed) o mask, in one fused op: mask * W - observed
             r = torch.addcmul(neg_obs, data.mask, w, out=r_buf)
-            loss = torch.linalg.vecdot(r.view(B, -1), r.view(B, -1)).div_(data.m)
+            loss = torch.bmm(r.view(B, 1, -1), r.view(B, -1, 1)).view(B).div_(data.m)  # one batched dot
         else:
             loss, r = data.residual(w)
         if t == 0:
@@ -364,8 +366,9 @@ def train(
         if c0.penalty is not None:
             pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
 
-        # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf)
-        any_stop = t in stop_at or not bool(((loss > lo) & (loss <= hi)).all())
+        # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf).
+        # Compared on the host: B floats, cheaper than three tensor ops (the thresholds are the tensors' values).
+        any_stop = t in stop_at or not all(a < x <= b for x, a, b in zip(loss.tolist(), lo_h, hi_h))
         if t in logged or any_stop:
             bad = ~(loss <= limit)
             stopping = active & ((loss <= stop_loss) | bad | (max_steps_t <= t))
