@@ -2,12 +2,14 @@
 
 1. ``mc.fit`` (one run, logging on) vs a plain ~30-line autograd loop on the same problem: target >= 1.5x.
 2. A batch of 32 depth-3 100x100 runs in one ``mc.train``: achieved GFLOP/s as a fraction of the matmul peak
-   (the best of large float32 matmuls) measured in the same run: target >= 65%. Also the same 32 runs one after another.
+   (the best of large float32 matmuls) measured in the same run: target >= 65%. Also the same 32 runs one after
+   another.
 3. The ratio penalty's value and gradient for 32 runs, one batched call vs one SVD per run: target >= 3x per run.
 
 Timings are the best of ``--repeats`` interleaved repetitions (the machine may be shared; on a shared machine
-``--threads 1 --clock cpu`` times by this process's CPU time, which other processes do not inflate). Flops count only the
-matrix products of a step: for depth N, (N - 1) forward and 2 (N - 1) backward products of 2 n^3 each.
+``--threads 1 --clock cpu`` times by this process's CPU time, which other processes do not inflate).
+Flops count only the matrix products of a step: for depth N, (N - 1) forward and 2 (N - 1) backward
+products of 2 n^3 each.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def main() -> None:
     ap.add_argument("--batch-steps", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: elapsed time; cpu: this process's CPU time, robust on a shared machine with --threads 1")
+                    help="wall: elapsed time; cpu: this process's CPU time (with --threads 1: robust when shared)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args()
     global CLOCK

@@ -20,7 +20,6 @@ import concurrent.futures as cf
 import itertools
 import multiprocessing
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any

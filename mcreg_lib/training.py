@@ -336,7 +336,7 @@ def train(
             last["train_loss"] = float(host["train_loss"][b])
         else:
             last = rows[b][-1]
-        summary: dict[str, Any] = dict(final)
+        summary: dict[str, Any] = {k: final[k] for k in FINAL_KEYS}
         for key in ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
                     "penalty", "objective"):
             if key in last:
