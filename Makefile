@@ -37,7 +37,7 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 bench: $(STAMP)
-	$(PY) bench/bench_fit.py
+	$(PY) bench/bench.py
 
 # make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"
 rerun: $(STAMP)
