@@ -15,6 +15,7 @@ from .metrics import balancedness_gaps, effective_rank, end_to_end, nuclear_norm
 from .problems import Problem, completion_problem, problem_from_observations, sensing_problem
 from .training import Run, RunConfig, fit, log_steps, summaries, train
 from .sweeps import SweepResult, grid, sweep
+from . import explicit
 
 __version__ = "0.1.0"
 
