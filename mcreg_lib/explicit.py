@@ -31,6 +31,29 @@ from .training import log_steps
 METHODS = ("nuclear_norm_minimization", "soft_impute")
 
 
+def penalty_grid(problems: Problem | Sequence[Problem], *, lrs: dict[str, float], penalty_weights: Sequence[float],
+                 **axes: Any) -> list:
+    """A sweep spec (for ``mc.sweep``): each optimizer of ``lrs`` with its own learning rate, times each penalty
+    weight (0 means no penalty; a positive weight the ratio penalty), times the other ``axes`` of ``mc.grid``."""
+    from .sweeps import grid
+
+    if not isinstance(lrs, dict) or not lrs:
+        v.fail("lrs", lrs, "a non-empty dict {optimizer: learning rate}")
+    weights = v.real_list("penalty_weights", penalty_weights, 0.0)
+    spec = []
+    for optimizer, lr in lrs.items():
+        for weight in weights:
+            penalty = "ratio" if weight > 0 else None
+            spec += grid(problems, optimizer=optimizer, lr=lr, penalty=penalty, penalty_weight=weight, **axes)
+    return spec
+
+
+def arm(table: pd.DataFrame) -> pd.Series:
+    """A legend label per run: ``optimizer`` or ``optimizer + penalty`` (the weight is in the table)."""
+    return pd.Series([f"{o} + penalty" if p else f"{o}, no penalty" for o, p in zip(table["optimizer"],
+                      table["penalty"].notna() & table["penalty"].astype(bool))], index=table.index, name="arm")
+
+
 def scale_check(w: torch.Tensor, scales: Sequence[float]) -> pd.DataFrame:
     """The ratio penalty at ``c W`` for each c in ``scales``; w is one (n_rows, n_cols) matrix.
 
@@ -150,9 +173,10 @@ def image_problem(image: Any, size: int = 64, fraction: float = 0.5, seed: int =
 
 
 def baselines_table(problems: Sequence[Problem], methods: Sequence[str] = METHODS,
-                    options: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+                    options: dict[str, dict[str, Any]] | None = None, *, keep_matrices: bool = False) -> pd.DataFrame:
     """Run each classic method of ``methods`` on each problem; one row per (problem, method) with the problem's
-    parameters (``problem_*``), the method, and the same metrics as trained runs (error_unobserved, ...)."""
+    parameters (``problem_*``), the method, and the same metrics as trained runs (error_unobserved, ...).
+    ``keep_matrices`` adds a column ``matrix`` with each completed (n_rows, n_cols) float64 tensor."""
     methods = [v.choice("methods", m, METHODS) for m in methods]
     if not methods:
         v.fail("methods", methods, f"a non-empty list of {METHODS}")
@@ -166,6 +190,8 @@ def baselines_table(problems: Sequence[Problem], methods: Sequence[str] = METHOD
             row = {f"problem_{k}": val for k, val in problem.info.items()}
             row.update(result.summary)
             row["method"] = method
+            if keep_matrices:
+                row["matrix"] = result.matrix
             rows.append(row)
     return pd.DataFrame(rows)
 
