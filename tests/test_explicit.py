@@ -103,3 +103,17 @@ def test_recovery_threshold_needs_every_seed_and_every_larger_m():
 def test_outcome_reports_divergence_with_its_step():
     t = pd.DataFrame({"error_unobserved": [0.123, float("nan")], "diverged": [False, True], "diverged_at": [None, 17]})
     assert list(explicit.outcome(t)) == ["0.12", "diverged @ step 17"]
+
+
+def test_penalty_grid_pairs_each_optimizer_with_its_lr_and_zero_weight_means_no_penalty():
+    prob = mc.completion_problem(n=6, rank=1, n_observed=12, seed=0)
+    spec = explicit.penalty_grid(prob, lrs={"adam": 1e-2, "gd": 2.0}, penalty_weights=[0.0, 1e-3], depth=[1, 2])
+    got = [(c.optimizer, c.lr, c.penalty, c.penalty_weight, c.depth) for _, c in spec]
+    assert len(got) == 8
+    assert ("adam", 1e-2, None, 0.0, 2) in got and ("gd", 2.0, "ratio", 1e-3, 1) in got
+    table = pd.DataFrame({"optimizer": ["adam", "gd"], "penalty": ["ratio", None]})
+    assert list(explicit.arm(table)) == ["adam + penalty", "gd, no penalty"]
+    with pytest.raises(ValueError, match=r"penalty_weights\[0\]=-1"):
+        explicit.penalty_grid(prob, lrs={"adam": 1e-2}, penalty_weights=[-1.0])
+    with pytest.raises(ValueError, match="lrs="):
+        explicit.penalty_grid(prob, lrs={}, penalty_weights=[0.0])
