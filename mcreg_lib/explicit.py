@@ -177,6 +177,8 @@ def baselines_table(problems: Sequence[Problem], methods: Sequence[str] = METHOD
     """Run each classic method of ``methods`` on each problem; one row per (problem, method) with the problem's
     parameters (``problem_*``), the method, and the same metrics as trained runs (error_unobserved, ...).
     ``keep_matrices`` adds a column ``matrix`` with each completed (n_rows, n_cols) float64 tensor."""
+    if isinstance(methods, (str, dict)):
+        v.fail("methods", methods, f"a list of method names from {METHODS} (pass options by keyword)")
     methods = [v.choice("methods", m, METHODS) for m in methods]
     if not methods:
         v.fail("methods", methods, f"a non-empty list of {METHODS}")

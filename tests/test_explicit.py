@@ -83,6 +83,8 @@ def test_baselines_table_recovers_an_easy_problem():
     assert (t["error_unobserved"] < 0.1).all()  # zero-filling would give 1
     with pytest.raises(ValueError, match="methods='optspace'"):
         explicit.baselines_table(probs, methods=["optspace"])
+    with pytest.raises(ValueError, match="pass options by keyword"):
+        explicit.baselines_table(probs, {"soft_impute": {}})
 
 
 def test_recovery_threshold_needs_every_seed_and_every_larger_m():
