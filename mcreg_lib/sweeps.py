@@ -196,6 +196,9 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
         raise ValueError(f"processes={processes!r} is not allowed: give None or an integer >= 1")
     if processes is not None and client is not None:
         raise ValueError("give at most one of processes= and client=")
+    if client is not None and not isinstance(client, str) and type(client).__name__ != "Client":
+        raise ValueError(f"client={client!r} is not allowed: give a scheduler address such as "
+                         "'tcp://127.0.0.1:8786' or a dask.distributed Client")
     store = cache_mod.as_cache(cache)
     dev = default_device() if device is None else torch.device(device)
     runs: list[Run | None] = [None] * len(spec)

@@ -22,9 +22,9 @@ def _spec():
 
 def test_roundtrip_and_reuse(tmp_path):
     spec = _spec()
-    first = mc.sweep(spec, cache=tmp_path, progress=False)
+    first = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
     assert (first.computed, first.cached) == (3, 0)
-    again = mc.sweep(spec, cache=tmp_path, progress=False)
+    again = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
     assert (again.computed, again.cached) == (0, 3)
     for a, b in zip(first.runs, again.runs):
         assert torch.equal(a.matrix, b.matrix)
@@ -50,7 +50,7 @@ def test_key_depends_on_config_problem_and_version(monkeypatch):
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
 def test_corrupt_or_partial_entry_is_recomputed(tmp_path, damage):
     spec = _spec()
-    first = mc.sweep(spec, cache=tmp_path, progress=False)
+    first = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
     store = mc.RunCache(tmp_path)
     victim = store.file(store.keys()[1])
     raw = bytearray(victim.read_bytes())
@@ -62,7 +62,7 @@ def test_corrupt_or_partial_entry_is_recomputed(tmp_path, damage):
         raw = bytearray()
     victim.write_bytes(bytes(raw))
     with pytest.warns(UserWarning, match="corrupt or partial"):
-        again = mc.sweep(spec, cache=tmp_path, progress=False)
+        again = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
     assert (again.computed, again.cached) == (1, 2)
     for a, b in zip(first.runs, again.runs):
         assert torch.equal(a.matrix, b.matrix)
@@ -77,7 +77,7 @@ def test_a_killed_sweep_resumes_without_recomputing_finished_runs(tmp_path):
         p = mc.completion_problem(n=20, rank=2, n_observed=150, seed=0)
         spec = mc.grid(p, depth=3, lr=0.5, init_scale=1e-2, seed=[0, 1],
                        max_steps=[1500, 3000, 4500, 6000, 7500, 9000, 10500, 12000], stop_loss=0.0)
-        mc.sweep(spec, cache={str(tmp_path)!r}, progress=False)
+        mc.sweep(spec, cache={str(tmp_path)!r}, progress=False, device="cpu")
         print("finished", flush=True)
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT), MCREG_PROGRESS="0", OMP_NUM_THREADS="1")
@@ -100,11 +100,11 @@ def test_a_killed_sweep_resumes_without_recomputing_finished_runs(tmp_path):
     spec = mc.grid(p, depth=3, lr=0.5, init_scale=1e-2, seed=[0, 1],
                    max_steps=[1500, 3000, 4500, 6000, 7500, 9000, 10500, 12000], stop_loss=0.0)
     computed = []
-    resumed = mc.sweep(spec, cache=tmp_path, progress=False)
+    resumed = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
     assert resumed.cached == len(finished) and resumed.computed == 16 - len(finished)
     assert len(mc.RunCache(tmp_path).keys()) == 16
     keys = [cache_mod.run_key(pp, c) for pp, c in spec]
-    reference = mc.sweep(spec, progress=False)
+    reference = mc.sweep(spec, progress=False, device="cpu")
     for key, a, b in zip(keys, resumed.runs, reference.runs):
         computed.append(key not in finished)
         assert a.summary["steps"] == b.summary["steps"] == a.config.max_steps
