@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test bench install clean rerun lab chromium
+.PHONY: book test bench install clean rerun lab chromium check-book
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ book: $(STAMP) $(MATHJAX)
 
 test: $(STAMP) $(MATHJAX) chromium
 	$(PY) -m pytest
+
+# The browser test on the full book that `make book` built (every page, screenshots in _build/screenshots/).
+check-book: $(STAMP) chromium
+	MCREG_BOOK_HTML=$(CURDIR)/_build/html $(PY) -m pytest -q tests/test_browser.py
 
 # Debian's chromium for the browser test (the test drives it with playwright; nothing is downloaded by playwright).
 chromium:

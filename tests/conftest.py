@@ -39,12 +39,18 @@ def small_book(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def built_book(small_book):
-    """The small book built to HTML with ``jupyter-book build -W``; returns the html folder."""
+def built_book(request):
+    """The small book built to HTML with ``jupyter-book build -W``; returns the html folder.
+
+    With ``MCREG_BOOK_HTML`` set (``make check-book``), the already built book there is checked instead.
+    """
     import subprocess
     import sys
 
-    book, _, errors = small_book
+    given = os.environ.get("MCREG_BOOK_HTML")
+    if given:
+        return Path(given).resolve()
+    book, _, errors = request.getfixturevalue("small_book")
     assert not errors, f"chapters failed: {sorted(errors)}"
     jb = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "--keep-going"]
     result = subprocess.run(jb, capture_output=True, text=True)
