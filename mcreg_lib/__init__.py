@@ -10,6 +10,7 @@ Front door::
 
 from . import _validate as validate
 from . import baselines, claims, data, metrics, models, optimizers, penalties, plots
+from . import depth
 from .claims import Claims
 from .metrics import balancedness_gaps, effective_rank, end_to_end, nuclear_norm, relative_error, schatten
 from .problems import Problem, completion_problem, problem_from_observations, sensing_problem
