@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test bench install clean rerun lab
+.PHONY: book test bench install clean rerun lab chromium
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,22 +13,42 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(MATHJAX)
 
-book: $(STAMP)
+# MathJax 3 served from the book itself, so math typesets offline (npm registry, pinned).
+$(MATHJAX):
+	rm -rf _build/mathjax && mkdir -p _build/mathjax book/_static/mathjax/output/chtml/fonts
+	cd _build/mathjax && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz
+	cp -r _build/mathjax/package/es5/output/chtml/fonts/woff-v2 book/_static/mathjax/output/chtml/fonts/
+	cp _build/mathjax/package/es5/tex-mml-chtml.js $(MATHJAX)
+
+book: $(STAMP) $(MATHJAX)
+	rm -rf _build/claims
 	MCREG_PROGRESS=0 $(PY) -m mcreg_lib.chapters run-all
+	$(PY) -m mcreg_lib.ledger _build/claims book
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) $(MATHJAX) chromium
 	$(PY) -m pytest
 
+# Debian's chromium for the browser test (the test drives it with playwright; nothing is downloaded by playwright).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
 bench: $(STAMP)
-	$(PY) bench/bench_fit.py
+	$(PY) bench/bench.py
 
 # make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"
 rerun: $(STAMP)
 	$(PY) -m mcreg_lib.chapters run $(CHAPTER) $(ARGS) --html
+
+# JupyterLab with jupytext: the chapters' .md files open as notebooks, and saving keeps .md and .ipynb in sync.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+lab: $(STAMP)
+	mkdir -p $(dir $(LAB_SETTINGS))
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)
+	MCREG_PROGRESS=1 $(VENV)/bin/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf _build notebooks/*.ipynb

@@ -9,19 +9,22 @@ Front door::
 """
 
 from . import _validate as validate
-from . import baselines, claims, data, metrics, models, optimizers, penalties, plots
-from . import depth
+from . import baselines, cache, chapters, claims, data, metrics, models, optimizers, penalties, plots
+from . import balance, depth, explicit, norms
 from .claims import Claims
 from .metrics import balancedness_gaps, effective_rank, end_to_end, nuclear_norm, relative_error, schatten
 from .problems import Problem, completion_problem, problem_from_observations, sensing_problem
 from .training import Run, RunConfig, fit, log_steps, summaries, train
+from .cache import RunCache
 from .sweeps import SweepResult, grid, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Claims", "Problem", "Run", "RunConfig", "balancedness_gaps", "baselines", "claims", "completion_problem",
-    "effective_rank", "end_to_end", "fit", "log_steps", "metrics", "models", "nuclear_norm", "optimizers",
-    "penalties", "plots", "problem_from_observations", "relative_error", "schatten", "sensing_problem",
-    "summaries", "sweep", "SweepResult", "grid", "train", "validate",
+    "Claims", "Problem", "Run", "RunCache", "RunConfig", "SweepResult", "balance", "balancedness_gaps", "baselines",
+    "cache", "chapters", "claims", "completion_problem", "data", "depth", "effective_rank", "end_to_end", "explicit", "fit",
+    "grid",
+    "log_steps", "metrics", "models", "norms", "nuclear_norm", "optimizers", "penalties", "plots",
+    "problem_from_observations", "relative_error", "schatten", "sensing_problem", "summaries", "sweep", "train",
+    "validate",
 ]

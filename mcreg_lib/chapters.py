@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,63 @@ def execute(name: str, parameters: dict[str, Any] | None = None, output: str | o
     papermill.execute_notebook(jupytext.read(source), str(output), parameters=parameters or {},
                                kernel_name="python3", cwd=str(notebooks), progress_bar=progress)
     return time.perf_counter() - start
+
+
+def parameters(name: str, *, notebooks: Path = NOTEBOOKS) -> list[dict[str, str]]:
+    """The chapter's parameters, read from its ``parameters`` cell: name, default, meaning and allowed values.
+
+    Each line of that cell reads ``name = default  # meaning [allowed values]``.
+    """
+    import jupytext
+
+    nb = jupytext.read(notebooks / f"{name}.md")
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"chapter={name!r} has no cell tagged 'parameters'")
+    rows = []
+    for line in cells[0].source.splitlines():
+        m = re.match(r"^([A-Za-z_]\w*)\s*=\s*(.+?)\s*(?:#\s*(.*?))?\s*$", line)
+        if not m:
+            continue
+        meaning, allowed = (m.group(3) or ""), ""
+        a = re.match(r"^(.*?)\s*\[(.*)\]$", meaning)
+        if a:
+            meaning, allowed = a.group(1), a.group(2)
+        rows.append({"name": m.group(1), "default": m.group(2), "meaning": meaning, "allowed": allowed})
+    return rows
+
+
+def rerun_box(name: str, example: str = "", *, notebooks: Path = NOTEBOOKS) -> str:
+    """Markdown for a chapter's "Rerun this chapter" box: its parameters and the exact commands."""
+    rows = parameters(name, notebooks=notebooks)
+    lines = ["| parameter | default | meaning | allowed values |", "|---|---|---|---|"]
+    for r in rows:
+        default = f"`{r['default']}`" if len(r["default"]) <= 16 else r["default"].replace("/", "/\u200b")
+        lines.append(f"| `{r['name']}` | {default} | {r['meaning']} | {r['allowed']} |")
+    example = example or f"-p {rows[0]['name']}={rows[0]['default']}"
+    pairs = [part.removeprefix("-p ").split("=", 1) for part in re.findall(r"-p \S+", example)]
+    pm = "-y '{" + ", ".join(f"{k}: {val}" for k, val in pairs) + "}'"
+    return "\n".join([
+        "```{admonition} Rerun this chapter",
+        ":class: tip, dropdown",
+        "",
+        "Every parameter of this chapter (from its `parameters` cell):",
+        "",
+        *lines,
+        "",
+        "From a clone of the repository, with your values (a fresh notebook and HTML under `_build/reruns/`;",
+        "the book's defaults are untouched):",
+        "",
+        "    make rerun CHAPTER=" + name + ' ARGS="' + example + '"',
+        "",
+        "The same with papermill directly (it reads `.ipynb`, so convert the MyST source first):",
+        "",
+        f"    jupytext --to ipynb notebooks/{name}.md -o /tmp/{name}.ipynb",
+        f"    papermill /tmp/{name}.ipynb /tmp/{name}-out.ipynb -k python3 --cwd notebooks {pm}",
+        "",
+        "A bad value stops the chapter at its first cell with an error naming the parameter.",
+        "```",
+    ])
 
 
 def parse_parameters(items: list[str]) -> dict[str, Any]:

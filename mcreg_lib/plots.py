@@ -12,9 +12,12 @@ from .training import Run
 
 
 def use_book_style() -> None:
-    """The book's figure style: seaborn's whitegrid, readable fonts, a colorblind palette."""
+    """The book's figure style (seaborn whitegrid, readable fonts, a colorblind palette) and table display
+    (full cell text, four significant digits)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind",
                   rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": 12, "legend.frameon": False})
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.float_format", "{:.4g}".format)
 
 
 def histories(runs: Sequence[Run], *, by: Sequence[str] = ("depth",)) -> pd.DataFrame:
@@ -37,9 +40,9 @@ def singular_values_long(history: pd.DataFrame, id_vars: Sequence[str] = ("step"
     return out
 
 
-def log_axes(ax: plt.Axes, x: bool = True, y: bool = True) -> plt.Axes:
-    if x:
-        ax.set_xscale("symlog", linthresh=1.0)
-    if y:
-        ax.set_yscale("log")
+def step_axis(ax: plt.Axes, label: str = "step") -> plt.Axes:
+    """A log-like x axis for training steps that keeps step 0 (linear below 1, logarithmic above)."""
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(label)
     return ax

@@ -6,11 +6,20 @@
     result = mc.sweep(spec)
     result.table        # one row per run: configuration, problem parameters, summary
     result.histories    # one row per logged step per run, with the run's configuration
+
+    mc.sweep(spec, cache=".mcreg_cache")           # finished runs are stored and reused; a killed sweep resumes
+    mc.sweep(spec, processes=2)                    # batches spread over a local process pool
+    mc.sweep(spec, client="tcp://host:8786")       # or a dask.distributed Client: batches run on a Dask cluster
+
+Every backend trains the same batches with the same code, so it gives the same numbers.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
+import multiprocessing
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -18,8 +27,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import cache as cache_mod
 from .problems import Problem
-from .training import Run, RunConfig, summaries, train
+from .training import Run, RunConfig, _progress_default, default_device, summaries, train
 
 CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
 
@@ -69,9 +79,14 @@ def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64) -> l
     return [idx[k:k + max_batch] for idx in groups.values() for k in range(0, len(idx), max_batch)]
 
 
+
 @dataclass
 class SweepResult:
+    """The runs of a sweep, in the order of its spec; ``computed`` were trained now, ``cached`` read from the cache."""
+
     runs: list[Run]
+    computed: int = 0
+    cached: int = 0
 
     @property
     def table(self) -> pd.DataFrame:
@@ -96,16 +111,158 @@ class SweepResult:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+class _Progress:
+    """One bar over the whole sweep, in run-steps (each run counts its step budget), with runs done and time left."""
+
+    def __init__(self, spec, enabled: bool, done_runs: int) -> None:
+        self.total_runs = len(spec)
+        self.runs = done_runs
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            todo = sum(max(c.max_steps, 1) for _, c in spec)
+            self.bar = tqdm(total=todo, desc="sweep", unit="step", unit_scale=True, smoothing=0.05)
+            self._post()
+
+    def _post(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"runs {self.runs}/{self.total_runs}", refresh=True)
+
+    def __call__(self, steps: int, runs: int) -> None:
+        if self.bar is not None:
+            self.runs += runs
+            self.bar.update(steps)
+            self._post()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _label(c: RunConfig) -> str:
+    return f"depth {c.depth} {c.optimizer}" + (f" + {c.penalty}" if c.penalty else "")
+
+
+def _train_batch(problems: list[Problem], configs: list[RunConfig], device: str | None, keys: list[str] | None,
+                 cache_path: str | None, threads: int | None) -> list[Run]:
+    """Worker entry point (process pool or Dask): train one batch, caching each run as it stops if asked."""
+    if threads:
+        torch.set_num_threads(threads)
+    store = cache_mod.RunCache(cache_path) if cache_path is not None else None
+
+    def on_finish(b: int, run: Run) -> None:
+        if store is not None and keys is not None:
+            store.put(keys[b], run)
+
+    return train(problems, configs, device=device, progress=False, on_finish=on_finish)
+
+
+def _connect(client: Any, timeout: float):
+    """A dask.distributed Client from a Client or a scheduler address; a clear error if it cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is pinned in requirements.txt
+        raise ImportError("client= needs dask.distributed: pip install 'dask[distributed]'") from exc
+    if isinstance(client, Client):
+        return client, False
+    if not isinstance(client, str):
+        raise ValueError(f"client={client!r} is not allowed: give a scheduler address such as "
+                         "'tcp://127.0.0.1:8786' or a distributed.Client")
+    try:
+        return Client(client, timeout=timeout, set_as_default=False), True
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(f"could not reach the Dask scheduler at {client!r} within {timeout:g} s ({exc}); "
+                              "start one (`dask scheduler`) or pass a running distributed.Client") from None
+
+
 def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.device | None = None,
-          progress: bool | None = None, max_batch: int = 64) -> SweepResult:
-    """Train every (problem, config) of ``spec``, batching runs of the same shape, depth, optimizer and penalty."""
+          progress: bool | None = None, max_batch: int = 64, cache: Any = None, processes: int | None = None,
+          client: Any = None, connect_timeout: float = 5.0) -> SweepResult:
+    """Train every (problem, config) of ``spec``, batching runs of the same shape, depth, optimizer and penalty.
+
+    cache: None (no cache), True (``$MCREG_CACHE`` or ``.mcreg_cache/``), a folder or a ``RunCache``. Finished runs
+        are read from it instead of trained, and each new run is written to it as soon as it stops.
+    processes: train batches in a pool of this many local processes (each with ``cpu_count // processes`` threads).
+    client: a ``distributed.Client`` or a scheduler address: train batches as tasks on that Dask cluster (results
+        come back to this process, which writes the cache). ``connect_timeout`` seconds to reach an address.
+    progress: one bar over the whole sweep (run-steps, runs done, time left); default from ``MCREG_PROGRESS``.
+    """
     spec = validate(spec)
+    max_batch = int(max_batch)
+    if max_batch < 1:
+        raise ValueError(f"max_batch={max_batch} is not allowed: it must be an integer >= 1")
+    if processes is not None and (not isinstance(processes, int) or processes < 1):
+        raise ValueError(f"processes={processes!r} is not allowed: give None or an integer >= 1")
+    if processes is not None and client is not None:
+        raise ValueError("give at most one of processes= and client=")
+    if client is not None and not isinstance(client, str) and type(client).__name__ != "Client":
+        raise ValueError(f"client={client!r} is not allowed: give a scheduler address such as "
+                         "'tcp://127.0.0.1:8786' or a dask.distributed Client")
+    store = cache_mod.as_cache(cache)
+    dev = default_device() if device is None else torch.device(device)
     runs: list[Run | None] = [None] * len(spec)
-    for idx in batches(spec, max_batch):
-        problems = [spec[i][0] for i in idx]
-        configs = [spec[i][1] for i in idx]
-        c = configs[0]
-        label = f"depth {c.depth} {c.optimizer}" + (f" + {c.penalty}" if c.penalty else "")
-        for i, run in zip(idx, train(problems, configs, device=device, progress=progress, description=label)):
+    keys: list[str] | None = None
+    if store is not None:
+        prints: dict[int, str] = {}
+        keys = [cache_mod.run_key(p, c, dev, prints.setdefault(id(p), p.fingerprint())) for p, c in spec]
+        for i, key in enumerate(keys):
+            runs[i] = store.get(key)
+    n_cached = sum(r is not None for r in runs)
+    todo = [i for i, r in enumerate(runs) if r is None]
+    sub = [spec[i] for i in todo]
+    groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch)]
+    bar = _Progress(sub, _progress_default() if progress is None else bool(progress), 0)
+    if bar.bar is not None and n_cached:
+        bar.bar.write(f"sweep: {n_cached} of {len(spec)} runs read from {store.path}")
+
+    def done(idx: list[int], batch_runs: list[Run], report: bool) -> None:
+        for i, run in zip(idx, batch_runs):
             runs[i] = run
-    return SweepResult([r for r in runs if r is not None])
+            if store is not None and report and keys is not None:
+                store.put(keys[i], run)
+        if report:
+            bar(sum(max(spec[i][1].max_steps, 1) for i in idx), len(idx))
+
+    try:
+        if client is None and processes is None:
+            for idx in groups:
+                problems = [spec[i][0] for i in idx]
+                configs = [spec[i][1] for i in idx]
+
+                def on_finish(b: int, run: Run, idx=idx) -> None:
+                    if store is not None and keys is not None:
+                        store.put(keys[idx[b]], run)
+
+                batch_runs = train(problems, configs, device=dev, progress=False, description=_label(configs[0]),
+                                   on_finish=on_finish, on_progress=bar)
+                done(idx, batch_runs, report=False)
+        elif processes is not None:
+            threads = max(1, (os.cpu_count() or 1) // processes)
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
+                futures = {pool.submit(_train_batch, [spec[i][0] for i in idx], [spec[i][1] for i in idx],
+                                       str(dev), None if keys is None else [keys[i] for i in idx],
+                                       None if store is None else str(store.path), threads): idx for idx in groups}
+                for fut in cf.as_completed(futures):
+                    idx = futures[fut]
+                    done(idx, fut.result(), report=True)
+        else:
+            from distributed import as_completed
+
+            dask_client, own = _connect(client, connect_timeout)
+            try:
+                futures = {}
+                for idx in groups:
+                    fut = dask_client.submit(_train_batch, [spec[i][0] for i in idx], [spec[i][1] for i in idx],
+                                             str(dev), None, None, None, pure=False)
+                    futures[fut] = idx
+                for fut in as_completed(list(futures), loop=dask_client.loop) if futures else []:
+                    done(futures[fut], fut.result(), report=True)
+            finally:
+                if own:
+                    dask_client.close()
+    finally:
+        bar.close()
+    assert all(r is not None for r in runs)
+    return SweepResult([r for r in runs if r is not None], computed=len(todo), cached=n_cached)

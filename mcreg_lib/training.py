@@ -15,7 +15,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,15 @@ def log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:
     return np.concatenate([[0], steps[steps <= max_steps]])
 
 
+FINAL_KEYS = ("steps", "stop_reason", "diverged", "diverged_at", "seconds")
+
+
+def _finite_or_zero(w: torch.Tensor) -> torch.Tensor:
+    """``w`` with every batch entry that holds a NaN or inf replaced by zeros (SVDs fail on non-finite input)."""
+    finite = torch.isfinite(w).flatten(1).all(1)
+    return w if bool(finite.all()) else torch.where(finite[:, None, None], w, torch.zeros((), dtype=w.dtype))
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -224,12 +233,17 @@ def train(
     device: str | torch.device | None = None,
     progress: bool | None = None,
     description: str = "train",
+    on_finish: Callable[[int, Run], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Run]:
     """Train a batch of runs together; returns one Run per config, in order.
 
     problems: one problem shared by all runs, or one per run (same kind and shape).
     configs: validated or not; every config must share ``batch_key()``.
     device: default CUDA when available, else CPU.
+    on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
+    on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
+        call (a run that stops early also reports the steps it will not take); replaces this call's own bar.
     """
     configs = list(configs)
     if not configs:
@@ -264,41 +278,102 @@ def train(
     stop_loss = col([c.stop_loss for c in configs])
     max_steps = [c.max_steps for c in configs]
     horizon = max(max_steps)
+    stop_at = set(max_steps)
     active = torch.ones(B, dtype=torch.bool, device=device)
     active_f = torch.ones(B, 1, 1, dtype=dtype, device=device)
+    n_active = B
     logged = set(log_steps(horizon, c0.logs_per_decade).tolist())
     rows: list[list[dict[str, Any]]] = [[] for _ in range(B)]
-    finals: list[dict[str, Any] | None] = [None] * B
-    snapshots: list[list[torch.Tensor] | None] = [None] * B
+    runs: list[Run | None] = [None] * B
     limit = torch.full((B,), math.inf, dtype=dtype, device=device)
     max_steps_t = torch.tensor(max_steps, device=device)
     start = time.perf_counter()
     bar = None
-    if progress:
+    if progress and on_progress is None:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=horizon, desc=f"{description} ({B} run{'s' * (B > 1)})", unit="step", leave=False)
-    bar_next, bar_done = 1000, 0
+    report_next, reported, reported_runs = 1000, 0, 0
+
+    def report(t_done: int) -> None:
+        nonlocal reported, reported_runs
+        budget = sum(m if runs[b] is not None else min(t_done, m) for b, m in enumerate(max_steps))
+        n_done = sum(r is not None for r in runs)
+        if on_progress is not None:
+            on_progress(budget - reported, n_done - reported_runs)
+        elif bar is not None:
+            bar.update(t_done - bar.n)
+            bar.set_postfix(active=n_active, refresh=False)
+        reported, reported_runs = budget, n_done
+
+    # Preallocated buffers: forward prefix products W_j...W_1, the residual, and the backward products.
+    dims = [shape[1]] + [w.shape[1] for w in layers]  # layer j maps dims[j] -> dims[j + 1]
+    prefix = [layers[0]] + [torch.empty(B, dims[j + 1], dims[0], dtype=dtype, device=device) for j in range(1, depth)]
+    back = [torch.empty(B, dims[j], shape[1], dtype=dtype, device=device) for j in range(depth)]
+    grads = [torch.empty_like(x) for x in layers] if not fused_gd else []
+    r_buf = torch.empty(B, *shape, dtype=dtype, device=device)
+    neg_obs = data.observed.neg() if data.kind == "completion" else None
+    # Per-run factors that change only when a run stops (a stopped run gets zero step, and never stops again).
+    lo_h: list[float] = []
+    hi_h: list[float] = []
+    g_scale = p_scale = torch.zeros(())
+
+    def refresh() -> None:
+        nonlocal lo_h, hi_h, g_scale, p_scale
+        lr_eff = lr * active_f
+        g_scale = data.gscale * (lr_eff if fused_gd else active_f)
+        p_scale = pen_weight * (lr_eff if fused_gd else active_f)
+        lo_h = torch.where(active, stop_loss, -math.inf).tolist()
+        hi_h = torch.where(active, limit, math.inf).tolist()
+
+    def finish(b: int, t: int, reason: str, host: dict[str, np.ndarray]) -> None:
+        diverged = reason == "diverged"
+        final = {"steps": t, "stop_reason": reason, "diverged": diverged, "diverged_at": t if diverged else None,
+                 "seconds": time.perf_counter() - start}
+        layers_b = [layer[b].detach().to("cpu").clone() for layer in layers]
+        if diverged:  # the loss that tripped the rule; every other metric is unmeasured
+            last = {k: math.nan for k in host if k != "train_loss"}
+            last["train_loss"] = float(host["train_loss"][b])
+        else:
+            last = rows[b][-1]
+        summary: dict[str, Any] = {k: final[k] for k in FINAL_KEYS}
+        for key in ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
+                    "penalty", "objective"):
+            if key in last:
+                summary[key] = last[key]
+        summary.update({"batch_size": B, "device": str(device)})
+        run = Run(configs[b], dict(problems[b].info), metrics.end_to_end(layers_b), layers_b,
+                  pd.DataFrame(rows[b]), summary)
+        runs[b] = run
+        if on_finish is not None:
+            on_finish(b, run)
 
     # --- loop: at step t, evaluate theta_t, stop or log, then move to theta_{t+1} ------------------------------
     t = 0
     for t in range(horizon + 1):
-        prefix = [layers[0]]
-        for layer in layers[1:]:
-            prefix.append(torch.matmul(layer, prefix[-1]))
+        for j in range(1, depth):
+            torch.bmm(layers[j], prefix[j - 1], out=prefix[j])
         w = prefix[-1]
-        loss, r = data.residual(w)
+        if neg_obs is not None:  # (W - observed) o mask, in one fused op: mask * W - observed
+            r = torch.addcmul(neg_obs, data.mask, w, out=r_buf)
+            loss = torch.bmm(r.view(B, 1, -1), r.view(B, -1, 1)).view(B).div_(data.m)  # one batched dot
+        else:
+            loss, r = data.residual(w)
         if t == 0:
             limit = c0.divergence_factor * loss.clamp_min(1.0)
+            refresh()
         pen_val = pen_grad = None
         if c0.penalty is not None:
-            pen_val, pen_grad = penalties.value_and_grad(w, c0.penalty, pen_opts)
+            pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
 
-        stopping = active & ((loss <= stop_loss) | ~torch.isfinite(loss) | (loss > limit) | (max_steps_t <= t))
-        any_stop = bool(stopping.any())
+        # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf).
+        # Compared on the host: B floats, cheaper than three tensor ops (the thresholds are the tensors' values).
+        any_stop = t in stop_at or not all(a < x <= b for x, a, b in zip(loss.tolist(), lo_h, hi_h))
         if t in logged or any_stop:
-            with torch.no_grad():
-                found = data.metrics(w, layers)
+            bad = ~(loss <= limit)
+            stopping = active & ((loss <= stop_loss) | bad | (max_steps_t <= t))
+            with torch.no_grad():  # a diverged run's matrix may hold inf/NaN: measure zeros instead, never log them
+                found = data.metrics(_finite_or_zero(w), [_finite_or_zero(x) for x in layers])
             found["train_loss"] = loss
             if pen_val is not None:
                 found["penalty"] = pen_val
@@ -306,77 +381,61 @@ def train(
             host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
             stop_host = stopping.cpu().numpy()
             act_host = active.cpu().numpy()
+            bad_host = bad.cpu().numpy()
             for b in range(B):
-                if act_host[b] and (t in logged or stop_host[b]):
+                if act_host[b] and (t in logged or stop_host[b]) and not bad_host[b]:
                     rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
-            if any_stop:
-                elapsed = time.perf_counter() - start
-                for b in np.flatnonzero(stop_host):
+            if stop_host.any():
+                idx = np.flatnonzero(stop_host)
+                for b in idx:
                     lb = float(host["train_loss"][b])
-                    diverged = not math.isfinite(lb) or lb > float(limit[b])
-                    reason = "diverged" if diverged else ("stop_loss" if lb <= configs[b].stop_loss else "max_steps")
-                    finals[b] = {"steps": t, "stop_reason": reason, "diverged": diverged,
-                                 "diverged_at": t if diverged else None, "seconds": elapsed}
-                    snapshots[b] = [layer[b].detach().to("cpu").clone() for layer in layers]
-                idx = stopping.nonzero().view(-1)
-                active[idx] = False
-                active_f[idx] = 0.0
-                diverged_idx = [b for b in idx.tolist() if finals[b]["diverged"]]
+                    reason = ("diverged" if bad_host[b] else
+                              "stop_loss" if lb <= configs[b].stop_loss else "max_steps")
+                    finish(int(b), t, reason, host)
+                n_active -= len(idx)
+                idx_t = torch.as_tensor(idx, device=device)
+                active[idx_t] = False
+                active_f[idx_t] = 0.0
+                diverged_idx = [int(b) for b in idx if bad_host[b]]
                 if diverged_idx:  # keep NaN/inf out of the batch; the run's state was recorded above
                     di = torch.tensor(diverged_idx, device=device)
                     for layer in layers:
                         layer[di] = 0.0
                     opt.reset(di)
-                if not bool(active.any()):
+                if n_active == 0:
                     break
+                refresh()
         if t >= horizon:
             break
 
         # gradient of the objective with respect to W, with the step size folded in for plain GD
-        lr_eff = lr * active_f
-        scale = data.gscale * (lr_eff if fused_gd else active_f)
-        g = r.mul_(scale)
+        g = r.mul_(g_scale)
         if pen_grad is not None:
-            g.add_(pen_grad * (pen_weight * (lr_eff if fused_gd else active_f)))
+            g.addcmul_(pen_grad, p_scale)
         # backward through the product, updating each layer after its gradient is taken
+        a = g
         if fused_gd:
-            a = g
             for j in range(depth - 1, 0, -1):
-                below = prefix[j - 1].transpose(1, 2)
-                nxt = torch.matmul(layers[j].transpose(1, 2), a)
-                layers[j].baddbmm_(a, below, alpha=-1.0)
+                nxt = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
+                layers[j].baddbmm_(a, prefix[j - 1].transpose(1, 2), alpha=-1.0)
                 a = nxt
             layers[0].sub_(a)
         else:
-            grads: list[torch.Tensor] = [g] * depth
-            a = g
             for j in range(depth - 1, 0, -1):
-                grads[j] = torch.matmul(a, prefix[j - 1].transpose(1, 2))
-                a = torch.matmul(layers[j].transpose(1, 2), a)
-            grads[0] = a
-            opt.step(layers, grads, lr_eff)
-        if bar is not None and t + 1 >= bar_next:
-            bar.update(t + 1 - bar_done)
-            bar_done, bar_next = t + 1, t + 1 + 1000
-            bar.set_postfix(active=int(active.sum()), loss=f"{float(loss[active].min()):.2e}", refresh=False)
+                torch.bmm(a, prefix[j - 1].transpose(1, 2), out=grads[j])
+                a = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
+            grads[0].copy_(a)
+            opt.step(layers, grads, lr * active_f)
+        if t + 1 >= report_next:
+            report(t + 1)
+            report_next = t + 1 + 1000
+    report(horizon)
     if bar is not None:
         bar.close()
-
-    runs = []
-    for b, cfg in enumerate(configs):
-        if finals[b] is None:  # pragma: no cover - every run stops by max_steps at the latest
+    for b in range(B):
+        if runs[b] is None:  # pragma: no cover - every run stops by max_steps at the latest
             raise RuntimeError(f"run {b} did not stop")
-        hist = pd.DataFrame(rows[b])
-        layers_b = [x.to(dtype) for x in snapshots[b]]
-        last = rows[b][-1]
-        summary: dict[str, Any] = {**finals[b]}
-        for key in ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
-                    "penalty", "objective"):
-            if key in last:
-                summary[key] = last[key]
-        summary.update({"batch_size": B, "device": str(device)})
-        runs.append(Run(cfg, dict(problems[b].info), metrics.end_to_end(layers_b), layers_b, hist, summary))
-    return runs
+    return [r for r in runs if r is not None]
 
 
 def fit(

@@ -32,4 +32,21 @@ def small_book(tmp_path_factory):
             timings[name] = chapters.execute(name, params, notebooks=book / "notebooks")
         except Exception as exc:  # reported by the per-chapter test
             errors[name] = exc
+    from mcreg_lib.ledger import write_ledger
+
+    write_ledger(book / "_build" / "claims", book / "book", chapters.chapter_names(ROOT))
     return book, timings, errors
+
+
+@pytest.fixture(scope="session")
+def built_book(small_book):
+    """The small book built to HTML with ``jupyter-book build -W``; returns the html folder."""
+    import subprocess
+    import sys
+
+    book, _, errors = small_book
+    assert not errors, f"chapters failed: {sorted(errors)}"
+    jb = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "--keep-going"]
+    result = subprocess.run(jb, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return book / "_build" / "html"

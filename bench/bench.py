@@ -1,0 +1,189 @@
+"""Speed benchmarks (``make bench``): three ratios, each measured in this one run on this machine.
+
+1. ``mc.fit`` (one run, logging on) vs a plain ~30-line autograd loop on the same problem: target >= 1.5x.
+2. A batch of 32 depth-3 100x100 runs in one ``mc.train``: achieved GFLOP/s as a fraction of the matmul peak
+   (the best of large float32 matmuls) measured in the same run: target >= 65%. Also the same 32 runs one after
+   another.
+3. The ratio penalty's value and gradient for 32 runs, one batched call vs one SVD per run: target >= 3x per run.
+
+Timings are the best of ``--repeats`` interleaved repetitions (the machine may be shared; on a shared machine
+``--threads 1 --clock cpu`` times by this process's CPU time, which other processes do not inflate).
+Flops count only the matrix products of a step: for depth N, (N - 1) forward and 2 (N - 1) backward
+products of 2 n^3 each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+import mcreg_lib as mc
+from mcreg_lib import penalties
+from mcreg_lib.models import init_layers
+
+DEVICE = "cpu"  # the benchmarks measure the CPU (mc.fit would pick CUDA where there is one)
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of this process (for a shared machine)
+
+
+def plain_autograd_loop(problem: mc.Problem, depth: int, lr: float, init_scale: float, steps: int) -> float:
+    """The reference: torch.optim.SGD on the observed-entry MSE, autograd through the product. Returns steps/s."""
+    layers = [x.float().requires_grad_() for x in init_layers(problem.shape, depth, "gaussian", init_scale, 0)]
+    rows, cols, values = problem.rows, problem.cols, problem.values.float()
+    opt = torch.optim.SGD(layers, lr=lr)
+    start = CLOCK()
+    for _ in range(steps):
+        w = layers[0]
+        for layer in layers[1:]:
+            w = layer @ w
+        loss = (w[rows, cols] - values).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps / (CLOCK() - start)
+
+
+def fit_speed(problem: mc.Problem, depth: int, lr: float, init_scale: float, steps: int) -> float:
+    start = CLOCK()
+    run = mc.fit(problem, depth=depth, lr=lr, init_scale=init_scale, max_steps=steps, stop_loss=0.0, progress=False,
+                 device=DEVICE)
+    seconds = CLOCK() - start
+    assert run.summary["steps"] == steps and len(run.history) > 50  # logging on: about 20 rows a decade
+    return steps / seconds
+
+
+def matmul_peak(repeats: int = 5) -> float:
+    """The best GFLOP/s of large float32 matmuls (1024^2 and 2048^2; many tries, since the machine may be shared)."""
+    best = 0.0
+    for n, tries in ((1024, 8 * repeats), (2048, 2 * repeats)):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best = max(best, 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(tries)) / 1e9)
+    return best
+
+
+def bmm_speed(batch: int, n: int, repeats: int = 50) -> float:
+    a, b = torch.randn(batch, n, n), torch.randn(batch, n, n)
+    out = torch.empty(batch, n, n)
+    torch.bmm(a, b, out=out)
+    best = min(_timed(lambda: torch.bmm(a, b, out=out)) for _ in range(repeats))
+    return 2 * batch * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = CLOCK()
+    fn()
+    return CLOCK() - start
+
+
+def batch_speed(problem: mc.Problem, configs: list[mc.RunConfig]) -> float:
+    """Run-steps per second of one batched ``mc.train`` call."""
+    start = CLOCK()
+    runs = mc.train(problem, configs, progress=False, device=DEVICE)
+    seconds = CLOCK() - start
+    assert all(r.summary["steps"] == c.max_steps for r, c in zip(runs, configs))
+    return sum(c.max_steps for c in configs) / seconds
+
+
+def sequential_speed(problem: mc.Problem, configs: list[mc.RunConfig]) -> float:
+    start = CLOCK()
+    for c in configs:
+        mc.train(problem, [c], progress=False, device=DEVICE)
+    return sum(c.max_steps for c in configs) / (CLOCK() - start)
+
+
+def penalty_speed(ws: torch.Tensor, repeats: int) -> tuple[float, float, float]:
+    """Seconds per run of the ratio penalty's value and gradient: batched, one SVD per run; max abs difference."""
+    batched = min(_timed(lambda: penalties.value_and_grad(ws, "ratio", {})) for _ in range(repeats))
+    single = min(_timed(lambda: [penalties.value_and_grad(ws[b:b + 1], "ratio", {}) for b in range(len(ws))])
+                 for _ in range(repeats))
+    vb, gb = penalties.value_and_grad(ws, "ratio", {})
+    ref = [penalties.value_and_grad(ws[b:b + 1].double(), "ratio", {}) for b in range(len(ws))]
+    err = max(float((gb[b] - r[1][0]).abs().max() / r[1][0].abs().max()) for b, r in enumerate(ref))
+    return batched / len(ws), single / len(ws), err
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fit-steps", type=int, default=3000)
+    ap.add_argument("--batch-steps", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time; cpu: this process's CPU time (with --threads 1: robust when shared)")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n, depth, batch = 100, 3, 32
+    problem = mc.completion_problem(n=n, rank=5, n_observed=2000, seed=0)
+    out: dict[str, float | str] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+                   f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock",
+    }
+    print(f"machine: {out['machine']}")
+
+    # 1. fit vs plain autograd, interleaved
+    plain, fit = [], []
+    for _ in range(args.repeats):
+        plain.append(plain_autograd_loop(problem, depth, 3.0, 1e-3, args.fit_steps))
+        fit.append(fit_speed(problem, depth, 3.0, 1e-3, args.fit_steps))
+    out.update(plain_steps_per_s=max(plain), fit_steps_per_s=max(fit), fit_vs_plain=max(fit) / max(plain))
+    print(f"[1] plain autograd loop {max(plain):8.0f} steps/s | fit (logging on) {max(fit):8.0f} steps/s | "
+          f"ratio {out['fit_vs_plain']:.2f}x (target >= 1.5x)")
+
+    # 2. a batch of 32 vs the same 32 one after another, as a fraction of the matmul peak
+    flops_per_run_step = 3 * (depth - 1) * 2 * n**3
+    peak = max(matmul_peak() for _ in range(args.repeats))
+    bmm = max(bmm_speed(batch, n) for _ in range(args.repeats))
+    out.update(matmul_peak_gflops=peak, bmm_gflops=bmm)
+    print(f"[2] matmul peak (1024^2/2048^2 float32) {peak:.0f} GFLOP/s; bmm of {batch} {n}x{n}: {bmm:.0f} GFLOP/s "
+          f"({bmm / peak:.0%} of peak)")
+    for lpd, name in [(1, "logs_per_decade=1"), (20, "default logging (20 per decade)")]:
+        configs = [mc.RunConfig(depth=depth, lr=3.0, init_scale=1e-3, seed=s, max_steps=args.batch_steps,
+                                stop_loss=0.0, logs_per_decade=lpd) for s in range(batch)]
+        speed = max(batch_speed(problem, configs) for _ in range(args.repeats))
+        gflops = speed * flops_per_run_step / 1e9
+        out[f"batch_gflops_lpd{lpd}"] = gflops
+        out[f"batch_fraction_of_peak_lpd{lpd}"] = gflops / peak
+        print(f"    batch of {batch}, {name}: {speed:8.0f} run-steps/s = {gflops:.0f} GFLOP/s = "
+              f"{gflops / peak:.0%} of peak (target >= 65%)")
+    configs = [mc.RunConfig(depth=depth, lr=3.0, init_scale=1e-3, seed=s, max_steps=args.batch_steps // 4,
+                            stop_loss=0.0) for s in range(batch)]
+    seq = sequential_speed(problem, configs)
+    out.update(sequential_gflops=seq * flops_per_run_step / 1e9)
+    print(f"    the same {batch} runs one after another: {seq:8.0f} run-steps/s = "
+          f"{seq * flops_per_run_step / 1e9:.0f} GFLOP/s = {seq * flops_per_run_step / 1e9 / peak:.0%} of peak; "
+          f"batch speed-up {out['batch_gflops_lpd20'] / out['sequential_gflops']:.1f}x")
+
+    # 3. the ratio penalty's value and gradient: batched vs one SVD per run
+    runs = mc.train(problem, [mc.RunConfig(depth=depth, optimizer="adam", lr=0.01, init_scale=1e-3, seed=s,
+                                           penalty="ratio", penalty_weight=1e-3, max_steps=300, stop_loss=0.0)
+                              for s in range(batch)], progress=False, device=DEVICE)
+    ws = torch.stack([r.matrix for r in runs])
+    batched, single, err = penalty_speed(ws, args.repeats)
+    out.update(penalty_ms_batched=batched * 1e3, penalty_ms_single=single * 1e3, penalty_ratio=single / batched,
+               penalty_rel_err=err)
+    print(f"[3] ratio penalty value+gradient, {batch} W's from P1-style runs: batched {batched * 1e3:.3f} ms/run, "
+          f"one SVD per run {single * 1e3:.3f} ms/run: ratio {single / batched:.2f}x (target >= 3x); "
+          f"max rel. difference of the gradient to float64: {err:.1e}")
+    sigma = torch.linalg.svdvals(ws.double())
+    cond = (sigma[:, 0] / sigma[:, -1]).median().item()
+    below = (sigma < torch.finfo(torch.float32).eps * sigma[:, :1]).sum(-1).float().mean().item()
+    out.update(penalty_w_median_condition=cond, penalty_w_sigmas_below_float32_resolution=below)
+    print(f"    those W's: median condition number {cond:.1e}; on average {below:.0f} of {n} singular values lie below "
+          f"float32 resolution (eps * sigma_1), where U V^T is set by rounding, not by W")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import mcreg_lib as mc
+from mcreg_lib import cache as cache_mod
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec():
+    p = mc.completion_problem(n=10, rank=2, n_observed=50, seed=0)
+    return mc.grid(p, depth=2, lr=1.0, init_scale=1e-2, seed=[0, 1, 2], max_steps=60, stop_loss=1e-4)
+
+
+def test_roundtrip_and_reuse(tmp_path):
+    spec = _spec()
+    first = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
+    assert (first.computed, first.cached) == (3, 0)
+    again = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
+    assert (again.computed, again.cached) == (0, 3)
+    for a, b in zip(first.runs, again.runs):
+        assert torch.equal(a.matrix, b.matrix)
+        assert all(torch.equal(x, y) for x, y in zip(a.layers, b.layers))
+        assert a.history.equals(b.history)
+        assert a.summary == b.summary and a.config == b.config and a.problem_info == b.problem_info
+    assert first.table.equals(again.table)
+
+
+def test_key_depends_on_config_problem_and_version(monkeypatch):
+    p = mc.completion_problem(n=10, rank=2, n_observed=50, seed=0)
+    q = mc.completion_problem(n=10, rank=2, n_observed=50, seed=1)
+    c = mc.RunConfig(depth=2, lr=1.0)
+    k = cache_mod.run_key(p, c)
+    assert k == cache_mod.run_key(p, mc.RunConfig(depth=2, lr=1.0))
+    assert k != cache_mod.run_key(q, c)
+    assert k != cache_mod.run_key(p, mc.RunConfig(depth=2, lr=1.0, seed=1))
+    assert k != cache_mod.run_key(p, c, device="cuda")
+    monkeypatch.setattr(cache_mod, "RESULTS_VERSION", "test")
+    assert k != cache_mod.run_key(p, c)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_corrupt_or_partial_entry_is_recomputed(tmp_path, damage):
+    spec = _spec()
+    first = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
+    store = mc.RunCache(tmp_path)
+    victim = store.file(store.keys()[1])
+    raw = bytearray(victim.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0xFF
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw = bytearray()
+    victim.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="corrupt or partial"):
+        again = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
+    assert (again.computed, again.cached) == (1, 2)
+    for a, b in zip(first.runs, again.runs):
+        assert torch.equal(a.matrix, b.matrix)
+    assert mc.RunCache(tmp_path).get(victim.stem) is not None  # rewritten, readable again
+
+
+def test_a_killed_sweep_resumes_without_recomputing_finished_runs(tmp_path):
+    """Runs with budgets 1500..12000 steps share one batch; each is cached the moment it stops. Kill mid-batch."""
+    script = textwrap.dedent(f"""
+        import torch, mcreg_lib as mc
+        torch.set_num_threads(1)
+        p = mc.completion_problem(n=20, rank=2, n_observed=150, seed=0)
+        spec = mc.grid(p, depth=3, lr=0.5, init_scale=1e-2, seed=[0, 1],
+                       max_steps=[1500, 3000, 4500, 6000, 7500, 9000, 10500, 12000], stop_loss=0.0)
+        mc.sweep(spec, cache={str(tmp_path)!r}, progress=False, device="cpu")
+        print("finished", flush=True)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MCREG_PROGRESS="0", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(tmp_path.glob("*.run"))) < 4:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = set(mc.RunCache(tmp_path).keys())
+    assert 4 <= len(finished) < 16, "kill the sweep halfway: some runs finished, some not"
+
+    p = mc.completion_problem(n=20, rank=2, n_observed=150, seed=0)
+    spec = mc.grid(p, depth=3, lr=0.5, init_scale=1e-2, seed=[0, 1],
+                   max_steps=[1500, 3000, 4500, 6000, 7500, 9000, 10500, 12000], stop_loss=0.0)
+    computed = []
+    resumed = mc.sweep(spec, cache=tmp_path, progress=False, device="cpu")
+    assert resumed.cached == len(finished) and resumed.computed == 16 - len(finished)
+    assert len(mc.RunCache(tmp_path).keys()) == 16
+    keys = [cache_mod.run_key(pp, c) for pp, c in spec]
+    reference = mc.sweep(spec, progress=False, device="cpu")
+    for key, a, b in zip(keys, resumed.runs, reference.runs):
+        computed.append(key not in finished)
+        assert a.summary["steps"] == b.summary["steps"] == a.config.max_steps
+        assert torch.allclose(a.matrix, b.matrix, rtol=1e-5, atol=1e-7)
+    # the runs that finished before the kill are exactly the shortest ones (cached as each stopped)
+    assert sorted(c.max_steps for (_, c), new in zip(spec, computed) if not new)[-1] <= min(
+        c.max_steps for (_, c), new in zip(spec, computed) if new)
+
+
+def test_cache_argument_forms(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCREG_CACHE", str(tmp_path / "env"))
+    assert mc.cache.as_cache(True).path == tmp_path / "env"
+    assert mc.cache.as_cache(None) is None and mc.cache.as_cache(False) is None
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        mc.RunCache(f)

@@ -1,0 +1,31 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mcreg_lib as mc
+from mcreg_lib.claims import read_claims
+
+
+def test_claims_roundtrip_and_failures_kept(tmp_path):
+    c = mc.Claims("demo", "Demo", parameters={"n": np.int64(5), "scales": [1e-3]})
+    assert c.check("holds", paper="p", source="code", ours=np.float32(0.5), holds=np.bool_(True)) is True
+    assert c.check("fails", paper="p", source="mem", ours=torch.tensor(2.0), holds=False) is False
+    c.check("nan", paper="p", source="ours", ours=math.nan, holds=False)
+    path = c.write(tmp_path / "sub" / "demo.json")
+    data = json.loads(path.read_text())
+    assert [x["holds"] for x in data["claims"]] == [True, False, False]
+    assert data["claims"][2]["ours"] == "nan"
+    assert data["parameters"] == {"n": 5, "scales": [0.001]}
+    table = c.table()
+    assert list(table["holds"]) == ["yes", "NO", "NO"]
+    ledger = read_claims([path])
+    assert len(ledger) == 3 and set(ledger["chapter"]) == {"demo"}
+    assert c.n_holding == 1
+
+
+def test_unknown_source_is_rejected():
+    with pytest.raises(ValueError, match="source='blog'"):
+        mc.Claims("x", "X").check("c", paper="p", source="blog", ours=1, holds=True)

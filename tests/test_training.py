@@ -1,0 +1,192 @@
+import math
+
+import pytest
+import torch
+
+import mcreg_lib as mc
+from mcreg_lib import penalties
+from mcreg_lib.models import init_layers
+
+
+def _autograd_loss(layers, problem, penalty=None, weight=0.0):
+    w = mc.end_to_end(layers)
+    if problem.kind == "completion":
+        loss = (w[problem.rows, problem.cols] - problem.values).square().mean()
+    else:
+        loss = (torch.einsum("mij,ij->m", problem.measurements, w) - problem.values).square().mean()
+    if penalty:
+        loss = loss + weight * penalties.value(w, penalty)
+    return loss
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("kind", ["completion", "sensing"])
+def test_one_gd_step_matches_autograd(depth, kind):
+    if kind == "completion":
+        p = mc.completion_problem(n_rows=6, n_cols=5, rank=2, n_observed=12, seed=0)
+    else:
+        p = mc.sensing_problem(n_rows=6, n_cols=5, rank=2, n_measurements=20, seed=0)
+    kw = dict(depth=depth, lr=0.3, init_scale=0.5, seed=3, dtype="float64", max_steps=1, stop_loss=0.0,
+              progress=False)
+    run = mc.fit(p, **kw)
+    ref = [x.clone().requires_grad_() for x in init_layers(p.shape, depth, "gaussian", 0.5, 3)]
+    grads = torch.autograd.grad(_autograd_loss(ref, p), ref)
+    for mine, x, g in zip(run.layers, ref, grads):
+        assert torch.allclose(mine, x.detach() - 0.3 * g, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "normalized_gd", "rmsprop"])
+@pytest.mark.parametrize("penalty", [None, "ratio"])
+def test_steps_with_materialized_gradients_match_autograd(optimizer, penalty):
+    """Non-fused path (and the penalty's gradient) against autograd + a plain reference update, 5 steps."""
+    p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=1)
+    weight = 0.05 if penalty else 0.0
+    run = mc.fit(p, depth=2, optimizer=optimizer, lr=0.01, init_scale=0.5, seed=0, dtype="float64", max_steps=5,
+                 stop_loss=0.0, penalty=penalty, penalty_weight=weight, progress=False)
+    ref = [x.clone().requires_grad_() for x in init_layers(p.shape, 2, "gaussian", 0.5, 0)]
+    if optimizer == "normalized_gd":
+        from mcreg_lib import optimizers
+        params = [x.detach().clone()[None] for x in ref]
+        opt = optimizers.make(optimizer, params, optimizers.options(optimizer, None))
+        for _ in range(5):
+            xs = [q[0].clone().requires_grad_() for q in params]
+            g = torch.autograd.grad(_autograd_loss(xs, p, penalty, weight), xs)
+            opt.step(params, [x[None] for x in g], torch.full((1, 1, 1), 0.01, dtype=torch.float64))
+        expected = [q[0] for q in params]
+    else:
+        cls = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}[optimizer]
+        opt = cls(ref, lr=0.01)
+        for _ in range(5):
+            opt.zero_grad()
+            _autograd_loss(ref, p, penalty, weight).backward()
+            opt.step()
+        expected = [x.detach() for x in ref]
+    for mine, x in zip(run.layers, expected):
+        assert torch.allclose(mine, x, rtol=1e-9, atol=1e-12)
+
+
+def test_same_seed_same_numbers():
+    p = mc.completion_problem(n=15, rank=2, n_observed=100, seed=0)
+    a, b = (mc.fit(p, depth=3, lr=2.0, init_scale=1e-2, max_steps=300, seed=7, progress=False) for _ in range(2))
+    assert a.history.equals(b.history)
+    assert torch.equal(a.matrix, b.matrix)
+    c = mc.fit(p, depth=3, lr=2.0, init_scale=1e-2, max_steps=300, seed=8, progress=False)
+    assert not torch.equal(a.matrix, c.matrix)
+
+
+def test_batch_equals_alone():
+    p = mc.completion_problem(n=15, rank=2, n_observed=100, seed=0)
+    q = mc.completion_problem(n=15, rank=2, n_observed=120, seed=1)
+    configs = [mc.RunConfig(depth=2, lr=lr, init_scale=s, seed=seed, max_steps=400, dtype="float64")
+               for lr, s, seed in [(1.0, 1e-2, 0), (2.0, 1e-3, 1), (0.5, 1e-2, 2)]]
+    problems = [p, q, p]
+    batch = mc.train(problems, configs, progress=False)
+    for prob, cfg, run in zip(problems, configs, batch):
+        alone = mc.train(prob, [cfg], progress=False)[0]
+        assert run.summary["steps"] == alone.summary["steps"]
+        assert torch.allclose(run.matrix, alone.matrix, rtol=1e-9, atol=1e-12)
+        assert run.summary["batch_size"] == 3
+
+
+def test_stop_rules_and_history_schedule():
+    p = mc.completion_problem(n=20, rank=2, n_observed=200, seed=0)
+    run = mc.fit(p, depth=2, lr=3.0, init_scale=1e-2, max_steps=20_000, stop_loss=1e-4, progress=False)
+    s = run.summary
+    assert s["stop_reason"] == "stop_loss" and s["train_loss"] <= 1e-4 and s["steps"] < 20_000
+    h = run.history
+    assert h["step"].iloc[0] == 0 and h["step"].iloc[-1] == s["steps"]
+    assert h["step"].is_monotonic_increasing and h["step"].is_unique
+    assert set(h["step"].iloc[:-1]) <= set(mc.log_steps(20_000, 20).tolist())
+    assert h["train_loss"].iloc[-2] > 1e-4  # it stopped at the first step below the threshold that it logged
+    short = mc.fit(p, depth=2, lr=3.0, init_scale=1e-2, max_steps=10, progress=False)
+    assert short.summary["stop_reason"] == "max_steps" and short.summary["steps"] == 10
+
+
+def test_history_columns():
+    p = mc.completion_problem(n=12, rank=2, n_observed=80, seed=0)
+    run = mc.fit(p, depth=3, lr=1.0, max_steps=50, progress=False)
+    for col in ("step", "train_loss", "error_all", "error_unobserved", "effective_rank", "nuclear_norm",
+                "frobenius_norm", "sigma_1", "sigma_10", "balancedness_gap_1", "balancedness_gap_2"):
+        assert col in run.history.columns
+    assert torch.allclose(run.matrix, mc.end_to_end(run.layers))
+
+
+def test_divergence_is_detected_and_contained():
+    p = mc.completion_problem(n=20, rank=2, n_observed=150, seed=0)
+    configs = [mc.RunConfig(depth=3, lr=lr, max_steps=200, seed=0) for lr in (1e4, 1.0)]
+    bad, good = mc.train(p, configs, progress=False)
+    assert bad.summary["diverged"] and bad.summary["stop_reason"] == "diverged"
+    assert bad.summary["diverged_at"] == bad.summary["steps"] > 0
+    assert math.isnan(bad.summary["error_all"])
+    assert bad.history[["train_loss", "error_all"]].map(math.isfinite).all().all()  # never a NaN row
+    assert not good.summary["diverged"] and math.isfinite(good.summary["error_all"])
+    alone = mc.fit(p, depth=3, lr=1.0, max_steps=200, seed=0, progress=False)
+    assert torch.allclose(good.matrix, alone.matrix, rtol=1e-5, atol=1e-7)
+
+
+def test_held_out_entries_give_test_mse():
+    p = mc.problem_from_observations([0, 1, 2, 3], [0, 1, 2, 3], [1.0, 1.0, 1.0, 1.0], (4, 4),
+                                     test_rows=[0], test_cols=[1], test_values=[2.0])
+    run = mc.fit(p, depth=1, lr=0.5, max_steps=5, progress=False)
+    assert "test_mse" in run.summary and "error_all" not in run.summary
+
+
+def test_penalized_run_logs_penalty_and_objective():
+    p = mc.completion_problem(n=10, rank=1, n_observed=40, seed=0)
+    run = mc.fit(p, depth=1, optimizer="adam", lr=1e-2, penalty="ratio", penalty_weight=1e-2, max_steps=20,
+                 progress=False)
+    h = run.history
+    assert ((h["objective"] - h["train_loss"] - 1e-2 * h["penalty"]).abs() < 1e-5).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(depth=0), "depth=0"),
+    (dict(depth="3"), "depth='3'.*got type str"),
+    (dict(lr=-0.1), "lr=-0.1"),
+    (dict(lr=0.0), "lr=0.0"),
+    (dict(lr=float("nan")), "lr=nan"),
+    (dict(init_scale=0), "init_scale=0"),
+    (dict(optimizer="lbfgs"), "optimizer='lbfgs'"),
+    (dict(init="zeros"), "init='zeros'"),
+    (dict(penalty="l1", penalty_weight=0.1), "penalty='l1'"),
+    (dict(penalty_weight=0.1), "penalty_weight=0.1.*penalty is None"),
+    (dict(penalty="ratio", penalty_weight=-1.0), "penalty_weight=-1.0"),
+    (dict(max_steps=-5), "max_steps=-5"),
+    (dict(dtype="float16"), "dtype='float16'"),
+    (dict(seed=1.5), "seed=1.5"),
+    (dict(optimizer_options={"beta1": 0.9}), r"optimizer_options\['beta1'\]"),
+])
+def test_bad_fit_input(kwargs, match):
+    p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=0)
+    with pytest.raises(ValueError, match=match):
+        mc.fit(p, progress=False, **kwargs)
+
+
+def test_fit_needs_a_problem():
+    with pytest.raises(ValueError, match="problem="):
+        mc.fit("not a problem")
+
+
+def test_batch_must_share_shape_and_key():
+    p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=0)
+    q = mc.completion_problem(n=6, rank=1, n_observed=10, seed=0)
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        mc.train([p, q], [mc.RunConfig(), mc.RunConfig()], progress=False)
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        mc.train(p, [mc.RunConfig(depth=2), mc.RunConfig(depth=3)], progress=False)
+
+
+def test_float32_and_float64_agree():
+    p = mc.completion_problem(n=20, rank=2, n_observed=200, seed=0)
+    a = mc.fit(p, depth=2, lr=2.0, init_scale=1e-2, max_steps=500, dtype="float32", progress=False)
+    b = mc.fit(p, depth=2, lr=2.0, init_scale=1e-2, max_steps=500, dtype="float64", progress=False)
+    assert a.summary["error_all"] == pytest.approx(b.summary["error_all"], rel=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    p = mc.completion_problem(n=30, rank=2, n_observed=300, seed=0)
+    kw = dict(depth=3, lr=2.0, init_scale=1e-2, max_steps=300, dtype="float64", progress=False)
+    a, b = mc.fit(p, device="cpu", **kw), mc.fit(p, device="cuda", **kw)
+    assert b.summary["device"].startswith("cuda")
+    assert torch.allclose(a.matrix, b.matrix, rtol=1e-8, atol=1e-10)
