@@ -10,7 +10,7 @@ Front door::
 
 from . import _validate as validate
 from . import baselines, cache, chapters, claims, data, metrics, models, optimizers, penalties, plots
-from . import balance, explicit, norms
+from . import balance, depth, explicit, norms
 from .claims import Claims
 from .metrics import balancedness_gaps, effective_rank, end_to_end, nuclear_norm, relative_error, schatten
 from .problems import Problem, completion_problem, problem_from_observations, sensing_problem
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Claims", "Problem", "Run", "RunCache", "RunConfig", "SweepResult", "balance", "balancedness_gaps", "baselines",
-    "cache", "chapters", "claims", "completion_problem", "data", "effective_rank", "end_to_end", "explicit", "fit",
+    "cache", "chapters", "claims", "completion_problem", "data", "depth", "effective_rank", "end_to_end", "explicit", "fit",
     "grid",
     "log_steps", "metrics", "models", "norms", "nuclear_norm", "optimizers", "penalties", "plots",
     "problem_from_observations", "relative_error", "schatten", "sensing_problem", "summaries", "sweep", "train",

@@ -7,6 +7,10 @@ from pathlib import Path
 
 SMALL = {
     "getting_started": {"n": 20, "rank": 2, "n_observed": 200, "depths": [1, 2], "max_steps": 300},
+    "depth": {"n": 20, "rank": 2, "n_observed": 150, "depths": [1, 2], "max_steps": 300, "flow_steps": 60,
+              "init_depths": [2, 3], "init_scales": [1e-2, 1e-3], "init_observed": [150], "seeds": [0],
+              "ngd_steps": 200, "observed_depths": [1, 2], "observed_values": [100, 200], "nnm_observed": [200],
+              "sensing_n": 8, "sensing_rank": 1, "sensing_measurements": [30, 60], "sensing_steps": 100, "movielens_steps": 20},
     "balancedness": {"n": 10, "rank": 2, "n_observed": 60, "depths": [2, 3], "max_steps": 200, "flow_time": 20.0,
                      "flow_lrs": [0.5, 1.0], "identity_instances": 3, "relu_input_dim": 20, "relu_widths": [8, 8],
                      "relu_output_dim": 3, "relu_points": 30, "relu_steps": 50, "fact_rows": 6, "fact_cols": 5,

@@ -1,0 +1,54 @@
+"""MovieLens loader on a small generated file in the u.data format."""
+
+import numpy as np
+import pytest
+
+import mcreg_lib as mc
+
+
+def write_u_data(path, n_users=15, n_items=11, n_ratings=80, seed=0):
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(n_users * n_items, size=n_ratings, replace=False)
+    users, items = flat // n_items + 1, flat % n_items + 1
+    ratings = rng.integers(1, 6, size=n_ratings)
+    lines = [f"{u}\t{i}\t{r}\t{881250949 + k}" for k, (u, i, r) in enumerate(zip(users, items, ratings))]
+    path.write_text("\n".join(lines) + "\n")
+    return users, items, ratings
+
+
+def test_load_movielens_split(tmp_path):
+    path = tmp_path / "u.data"
+    users, items, ratings = write_u_data(path)
+    prob = mc.data.load_movielens(path, test_fraction=0.25, seed=3)
+    assert prob.shape == (len(np.unique(users)), len(np.unique(items)))
+    assert prob.n_observed == 60 and prob.test_values.numel() == 20
+    assert sorted(np.concatenate([prob.values.numpy(), prob.test_values.numpy()])) == sorted(ratings.astype(float))
+    train = set(zip(prob.rows.tolist(), prob.cols.tolist()))
+    test = set(zip(prob.test_rows.tolist(), prob.test_cols.tolist()))
+    assert not train & test
+    again = mc.data.load_movielens(path, test_fraction=0.25, seed=3)
+    assert again.fingerprint() == prob.fingerprint()
+    other = mc.data.load_movielens(path, test_fraction=0.25, seed=4)
+    assert other.fingerprint() != prob.fingerprint()
+
+
+def test_movielens_run_reports_test_mse(tmp_path):
+    path = tmp_path / "u.data"
+    write_u_data(path)
+    prob = mc.data.load_movielens(path)
+    run = mc.fit(prob, depth=2, optimizer="gd", lr=1.0, init_scale=1e-2, max_steps=50)
+    assert np.isfinite(run.summary["test_mse"])
+    assert run.summary["train_loss"] < 10.0
+
+
+def test_load_movielens_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="path="):
+        mc.data.load_movielens(tmp_path / "missing.data")
+    bad = tmp_path / "bad.data"
+    bad.write_text("1\tx\t3\t4\n")
+    with pytest.raises(ValueError, match="not a MovieLens"):
+        mc.data.load_movielens(bad)
+    path = tmp_path / "u.data"
+    write_u_data(path)
+    with pytest.raises(ValueError, match="test_fraction"):
+        mc.data.load_movielens(path, test_fraction=1.0)
