@@ -36,6 +36,18 @@ RELU_INITS = ("balanced", "unbalanced")
 
 # --- the conserved quantities --------------------------------------------------------------------------------------
 
+def _mark_diverged(loss: torch.Tensor, limit: torch.Tensor, active: torch.Tensor, diverged_at: list[int | None],
+                   t: int, tensors: list[torch.Tensor]) -> None:
+    """Mark the active runs whose loss (B,) is non-finite or above ``limit`` as diverged at step t: record the step,
+    deactivate them and zero their rows of ``tensors``, so non-finite values never reach the rest of the batch."""
+    bad = (~torch.isfinite(loss) | (loss > limit)) & active.view(-1).bool()
+    for b in bad.nonzero().view(-1).tolist():
+        diverged_at[b] = t
+        active[b] = 0.0
+        for x in tensors:
+            x[b] = 0.0
+
+
 def balance_matrix(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """``C_j = W_{j+1}^T W_{j+1} - W_j W_j^T`` for lower = W_j (..., d, d_in) and upper = W_{j+1} (..., d_out, d).
 
@@ -221,11 +233,7 @@ def train_factorization(
         loss = 0.5 * r.square().sum((-2, -1))
         if limit is None:
             limit = divergence_factor * loss.clamp_min(1.0)
-        bad = (~torch.isfinite(loss) | (loss > limit)) & active.view(-1).bool()
-        for b in bad.nonzero().view(-1).tolist():
-            diverged_at[b] = t
-            active[b] = 0.0
-            u[b], vv[b] = 0.0, 0.0  # keep non-finite values out of the batch; the run is reported as diverged
+        _mark_diverged(loss, limit, active, diverged_at, t, [u, vv])
         if t in logged:
             layers = [vv.mT, u]
             gap = metrics.balancedness_gaps(layers)[0]
@@ -393,12 +401,7 @@ def train_relu_nets(
         loss, grads = relu_loss_and_grads(x, y, layers, s_t)
         if limit is None:
             limit = divergence_factor * loss.clamp_min(1.0)
-        bad = (~torch.isfinite(loss) | (loss > limit)) & active.view(-1).bool()
-        for b in bad.nonzero().view(-1).tolist():
-            diverged_at[b] = t
-            active[b] = 0.0
-            for layer in layers:
-                layer[b] = 0.0
+        _mark_diverged(loss, limit, active, diverged_at, t, layers)
         if t in logged:
             sq = [layer.square().sum((-2, -1)) for layer in layers]
             drift = [(unit_balance(layers[j], layers[j + 1]) - units0[j]).abs().amax(-1) for j in range(depth - 1)]
