@@ -54,7 +54,7 @@ def balance_matrix(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     Shape (..., d, d). ``||C_j||_F`` is ``metrics.balancedness_gaps``; gradient flow keeps C_j constant (P2, Thm 2.2).
     """
     _check_pair(lower, upper)
-    return upper.transpose(-2, -1) @ upper - lower @ lower.transpose(-2, -1)
+    return metrics.balance_matrix(lower, upper)
 
 
 def unit_balance(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:

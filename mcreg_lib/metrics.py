@@ -59,11 +59,15 @@ def balancedness_gaps(layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
     ``layers[0]`` is W_1, the layer applied first. Gradient flow keeps each of these matrices constant.
     """
-    gaps = []
-    for lower, upper in zip(layers[:-1], layers[1:]):
-        c = upper.transpose(-2, -1) @ upper - lower @ lower.transpose(-2, -1)
-        gaps.append(torch.linalg.matrix_norm(c))
-    return gaps
+    return [torch.linalg.matrix_norm(balance_matrix(lower, upper)) for lower, upper in zip(layers[:-1], layers[1:])]
+
+
+def balance_matrix(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``C_j = W_{j+1}^T W_{j+1} - W_j W_j^T`` for lower = W_j (..., d, d_in), upper = W_{j+1} (..., d_out, d).
+
+    Shape (..., d, d); its Frobenius norm is the balancedness gap.
+    """
+    return upper.transpose(-2, -1) @ upper - lower @ lower.transpose(-2, -1)
 
 
 def end_to_end(layers: Sequence[torch.Tensor]) -> torch.Tensor:
