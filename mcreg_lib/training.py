@@ -316,10 +316,10 @@ def train(
     # Per-run factors that change only when a run stops (a stopped run gets zero step, and never stops again).
     lo_h: list[float] = []
     hi_h: list[float] = []
-    g_scale = p_scale = torch.zeros(())
+    g_scale = p_scale = lr_eff = torch.zeros(())
 
     def refresh() -> None:
-        nonlocal lo_h, hi_h, g_scale, p_scale
+        nonlocal lo_h, hi_h, g_scale, p_scale, lr_eff
         lr_eff = lr * active_f
         g_scale = data.gscale * (lr_eff if fused_gd else active_f)
         p_scale = pen_weight * (lr_eff if fused_gd else active_f)
@@ -425,7 +425,7 @@ def train(
                 torch.bmm(a, prefix[j - 1].transpose(1, 2), out=grads[j])
                 a = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
             grads[0].copy_(a)
-            opt.step(layers, grads, lr * active_f)
+            opt.step(layers, grads, lr_eff)
         if t + 1 >= report_next:
             report(t + 1)
             report_next = t + 1 + 1000
