@@ -29,7 +29,7 @@ from .problems import Problem
 from .training import Run, RunConfig
 
 # Bump when a change to the library changes the numbers a run produces (the training loop, inits, metrics).
-RESULTS_VERSION = "1"
+RESULTS_VERSION = "2"
 DEFAULT_DIR = ".mcreg_cache"
 MAGIC = b"MCREG-RUN-1\n"
 

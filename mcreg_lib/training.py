@@ -364,7 +364,13 @@ def train(
             refresh()
         pen_val = pen_grad = None
         if c0.penalty is not None:
-            pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
+            if n_active == B:
+                pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
+            else:  # only the running runs: a stopped run takes no step, and its penalty is not logged
+                idx_a = active.nonzero().view(-1)
+                val_a, grad_a = penalties.value_and_grad(_finite_or_zero(w[idx_a]), c0.penalty, pen_opts)
+                pen_val = torch.zeros(B, dtype=dtype, device=device).index_copy_(0, idx_a, val_a)
+                pen_grad = torch.zeros_like(w).index_copy_(0, idx_a, grad_a)
 
         # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf).
         # Compared on the host: B floats, cheaper than three tensor ops (the thresholds are the tensors' values).

@@ -139,6 +139,20 @@ def test_penalized_run_logs_penalty_and_objective():
     assert ((h["objective"] - h["train_loss"] - 1e-2 * h["penalty"]).abs() < 1e-5).all()
 
 
+def test_penalized_batch_with_early_stops_equals_alone():
+    """Once a run stops, the penalty is computed for the running ones only; every run still matches itself alone."""
+    p = mc.completion_problem(n=12, rank=2, n_observed=60, seed=0)
+    configs = [mc.RunConfig(depth=2, optimizer="adam", lr=1e-2, init_scale=1e-2, seed=s, penalty="ratio",
+                            penalty_weight=w, max_steps=m, stop_loss=0.0)
+               for s, w, m in [(0, 1e-2, 40), (1, 1e-3, 120), (2, 1e-2, 80)]]
+    batch = mc.train(p, configs, progress=False)
+    for cfg, run in zip(configs, batch):
+        alone = mc.train(p, [cfg], progress=False)[0]
+        assert run.summary["steps"] == cfg.max_steps == alone.summary["steps"]
+        assert torch.allclose(run.matrix, alone.matrix, rtol=1e-5, atol=1e-7)
+        assert run.history["penalty"].iloc[-1] == pytest.approx(alone.history["penalty"].iloc[-1], rel=1e-5)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(depth=0), "depth=0"),
     (dict(depth="3"), "depth='3'.*got type str"),
