@@ -9,7 +9,7 @@ Front door::
 """
 
 from . import _validate as validate
-from . import baselines, cache, chapters, claims, data, metrics, models, optimizers, penalties, plots
+from . import baselines, cache, claims, data, metrics, models, optimizers, penalties, plots
 from . import balance, depth, explicit, norms
 from .claims import Claims
 from .metrics import balancedness_gaps, effective_rank, end_to_end, nuclear_norm, relative_error, schatten
@@ -19,6 +19,14 @@ from .cache import RunCache
 from .sweeps import SweepResult, grid, sweep
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # ``mc.chapters`` on first use: ``python -m mcreg_lib.chapters`` then runs it only once
+    if name == "chapters":
+        import importlib
+
+        return importlib.import_module(".chapters", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Claims", "Problem", "Run", "RunCache", "RunConfig", "SweepResult", "balance", "balancedness_gaps", "baselines",

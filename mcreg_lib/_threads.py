@@ -2,19 +2,20 @@
 
 One 100 x 100 SVD or eigendecomposition cannot use two cores (LAPACK at this size is bound by latency, and torch
 loops over a batch one matrix at a time), but two of them can, one per core. ``per_matrix`` splits the batch in
-``torch.get_num_threads()`` chunks and runs ``fn`` on each in a worker thread with one BLAS thread; the workers
-write straight into the outputs, so the caller's own OpenMP threads stay idle meanwhile (they would otherwise
-spin-wait for milliseconds after each parallel operation and take a core from the workers). A matrix's result does
-not depend on the batch it came in nor on the caller's thread count (a batch of one also runs on a worker). On
-other devices ``fn`` runs once on the whole batch.
+``torch.get_num_threads()`` chunks and runs ``fn`` on each in a worker thread with one BLAS thread. The workers
+write straight into the outputs: a parallel op in the caller (a ``torch.cat``) would leave the caller's OpenMP
+threads spin-waiting for several milliseconds, on the cores the workers need next. A matrix's result depends
+neither on the batch it came in nor on the caller's thread count (a batch of one runs on a worker too, unless
+the caller is on one thread already). On other devices ``fn`` runs once on the whole batch.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -39,9 +40,33 @@ def _pool(size: int) -> cf.ThreadPoolExecutor:
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
         if _POOL is None or _POOL_SIZE < size:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)  # its threads finish what they hold, then exit
             _POOL_SIZE = size
             _POOL = cf.ThreadPoolExecutor(max_workers=size, initializer=_one_thread, thread_name_prefix="mcreg")
         return _POOL
+
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def caller_on_one_thread() -> Iterator[None]:
+    """Inside, the calling thread runs its own torch ops on one thread, while ``per_matrix`` still splits batches
+    across as many workers as the caller had threads. For loops dominated by per-matrix LAPACK work (a penalized
+    training step): the caller's multi-threaded ops would leave an OpenMP thread spin-waiting on a core the
+    workers need, which costs more than the parallel ops gain."""
+    if getattr(_LOCAL, "threads", None) is not None:  # already inside
+        yield
+        return
+    threads = torch.get_num_threads()
+    _LOCAL.threads = threads
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _LOCAL.threads = None
 
 
 def per_matrix(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -51,8 +76,11 @@ def per_matrix(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.
         return fn(x)
     x = x.contiguous()
     batch = x.shape[0]
-    threads = max(1, torch.get_num_threads())
+    saved = getattr(_LOCAL, "threads", None)
+    threads = max(1, saved if saved is not None else torch.get_num_threads())
     k = max(1, min(threads, batch))
+    if k == 1 and torch.get_num_threads() == 1:  # one chunk, and this thread already computes like a worker
+        return fn(x)
     bounds = [(i * batch // k, (i + 1) * batch // k) for i in range(k)]
     outs: list[torch.Tensor] = []
     ready = threading.Event()

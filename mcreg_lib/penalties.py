@@ -110,7 +110,9 @@ def _gram_value_and_grad(w: torch.Tensor, penalty: str) -> tuple[torch.Tensor, t
     resolved = lam > torch.finfo(torch.float64).eps * lam[:, -1:]
     sigma = lam.clamp_min(0.0).sqrt() * resolved
     inv = torch.where(resolved, sigma, torch.ones((), dtype=sigma.dtype)).reciprocal() * resolved
-    polar = torch.bmm(torch.bmm(w64, vec * inv[:, None, :]), vec.mT)  # U V^T on the resolved directions
+    u = torch.bmm(w64, vec * inv[:, None, :])  # W v_i / sigma_i = u_i: needs float64 where sigma_i is small
+    # U V^T on the resolved directions; U and V hold entries of order one, so W's precision suffices for this product
+    polar = torch.bmm(u.to(w.dtype), vec.to(w.dtype).mT).to(torch.float64)
     nuc = sigma.sum(-1)
     if penalty == "nuclear":
         return nuc.to(w.dtype), polar.to(w.dtype)

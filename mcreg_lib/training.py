@@ -11,6 +11,7 @@ Gradients are written out by hand (no autograd): for ``W = W_N ... W_1`` and ``G
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import _threads
 from . import _validate as v
 from . import metrics, models, optimizers, penalties
 from .problems import Problem
@@ -349,92 +351,96 @@ def train(
             on_finish(b, run)
 
     # --- loop: at step t, evaluate theta_t, stop or log, then move to theta_{t+1} ------------------------------
-    t = 0
-    for t in range(horizon + 1):
-        for j in range(1, depth):
-            torch.bmm(layers[j], prefix[j - 1], out=prefix[j])
-        w = prefix[-1]
-        if neg_obs is not None:  # (W - observed) o mask, in one fused op: mask * W - observed
-            r = torch.addcmul(neg_obs, data.mask, w, out=r_buf)
-            loss = torch.bmm(r.view(B, 1, -1), r.view(B, -1, 1)).view(B).div_(data.m)  # one batched dot
-        else:
-            loss, r = data.residual(w)
-        if t == 0:
-            limit = c0.divergence_factor * loss.clamp_min(1.0)
-            refresh()
-        pen_val = pen_grad = None
-        if c0.penalty is not None:
-            if n_active == B:
-                pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
-            else:  # only the running runs: a stopped run takes no step, and its penalty is not logged
-                idx_a = active.nonzero().view(-1)
-                val_a, grad_a = penalties.value_and_grad(_finite_or_zero(w[idx_a]), c0.penalty, pen_opts)
-                pen_val = torch.zeros(B, dtype=dtype, device=device).index_copy_(0, idx_a, val_a)
-                pen_grad = torch.zeros_like(w).index_copy_(0, idx_a, grad_a)
-
-        # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf).
-        # Compared on the host: B floats, cheaper than three tensor ops (the thresholds are the tensors' values).
-        any_stop = t in stop_at or not all(a < x <= b for x, a, b in zip(loss.tolist(), lo_h, hi_h))
-        if t in logged or any_stop:
-            bad = ~(loss <= limit)
-            stopping = active & ((loss <= stop_loss) | bad | (max_steps_t <= t))
-            with torch.no_grad():  # a diverged run's matrix may hold inf/NaN: measure zeros instead, never log them
-                found = data.metrics(_finite_or_zero(w), [_finite_or_zero(x) for x in layers])
-            found["train_loss"] = loss
-            if pen_val is not None:
-                found["penalty"] = pen_val
-                found["objective"] = loss + pen_weight.view(-1) * pen_val
-            host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
-            stop_host = stopping.cpu().numpy()
-            act_host = active.cpu().numpy()
-            bad_host = bad.cpu().numpy()
-            for b in range(B):
-                if act_host[b] and (t in logged or stop_host[b]) and not bad_host[b]:
-                    rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
-            if stop_host.any():
-                idx = np.flatnonzero(stop_host)
-                for b in idx:
-                    lb = float(host["train_loss"][b])
-                    reason = ("diverged" if bad_host[b] else
-                              "stop_loss" if lb <= configs[b].stop_loss else "max_steps")
-                    finish(int(b), t, reason, host)
-                n_active -= len(idx)
-                idx_t = torch.as_tensor(idx, device=device)
-                active[idx_t] = False
-                active_f[idx_t] = 0.0
-                diverged_idx = [int(b) for b in idx if bad_host[b]]
-                if diverged_idx:  # keep NaN/inf out of the batch; the run's state was recorded above
-                    di = torch.tensor(diverged_idx, device=device)
-                    for layer in layers:
-                        layer[di] = 0.0
-                    opt.reset(di)
-                if n_active == 0:
-                    break
+    # A penalized step on the CPU is dominated by one decomposition per run, done on worker threads
+    # (mcreg_lib._threads); this thread's own ops then run on one thread, leaving the cores to the workers.
+    on_one_thread = c0.penalty is not None and device.type == "cpu"
+    with _threads.caller_on_one_thread() if on_one_thread else contextlib.nullcontext():
+        t = 0
+        for t in range(horizon + 1):
+            for j in range(1, depth):
+                torch.bmm(layers[j], prefix[j - 1], out=prefix[j])
+            w = prefix[-1]
+            if neg_obs is not None:  # (W - observed) o mask, in one fused op: mask * W - observed
+                r = torch.addcmul(neg_obs, data.mask, w, out=r_buf)
+                loss = torch.bmm(r.view(B, 1, -1), r.view(B, -1, 1)).view(B).div_(data.m)  # one batched dot
+            else:
+                loss, r = data.residual(w)
+            if t == 0:
+                limit = c0.divergence_factor * loss.clamp_min(1.0)
                 refresh()
-        if t >= horizon:
-            break
+            pen_val = pen_grad = None
+            if c0.penalty is not None:
+                if n_active == B:
+                    pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
+                else:  # only the running runs: a stopped run takes no step, and its penalty is not logged
+                    idx_a = active.nonzero().view(-1)
+                    val_a, grad_a = penalties.value_and_grad(_finite_or_zero(w[idx_a]), c0.penalty, pen_opts)
+                    pen_val = torch.zeros(B, dtype=dtype, device=device).index_copy_(0, idx_a, val_a)
+                    pen_grad = torch.zeros_like(w).index_copy_(0, idx_a, grad_a)
 
-        # gradient of the objective with respect to W, with the step size folded in for plain GD
-        g = r.mul_(g_scale)
-        if pen_grad is not None:
-            g.addcmul_(pen_grad, p_scale)
-        # backward through the product, updating each layer after its gradient is taken
-        a = g
-        if fused_gd:
-            for j in range(depth - 1, 0, -1):
-                nxt = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
-                layers[j].baddbmm_(a, prefix[j - 1].transpose(1, 2), alpha=-1.0)
-                a = nxt
-            layers[0].sub_(a)
-        else:
-            for j in range(depth - 1, 0, -1):
-                torch.bmm(a, prefix[j - 1].transpose(1, 2), out=grads[j])
-                a = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
-            grads[0].copy_(a)
-            opt.step(layers, grads, lr_eff)
-        if t + 1 >= report_next:
-            report(t + 1)
-            report_next = t + 1 + 1000
+            # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf).
+            # Compared on the host: B floats, cheaper than three tensor ops (the thresholds are the tensors' values).
+            any_stop = t in stop_at or not all(a < x <= b for x, a, b in zip(loss.tolist(), lo_h, hi_h))
+            if t in logged or any_stop:
+                bad = ~(loss <= limit)
+                stopping = active & ((loss <= stop_loss) | bad | (max_steps_t <= t))
+                with torch.no_grad():  # a diverged run's matrix may hold inf/NaN: measure zeros instead, never log them
+                    found = data.metrics(_finite_or_zero(w), [_finite_or_zero(x) for x in layers])
+                found["train_loss"] = loss
+                if pen_val is not None:
+                    found["penalty"] = pen_val
+                    found["objective"] = loss + pen_weight.view(-1) * pen_val
+                host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
+                stop_host = stopping.cpu().numpy()
+                act_host = active.cpu().numpy()
+                bad_host = bad.cpu().numpy()
+                for b in range(B):
+                    if act_host[b] and (t in logged or stop_host[b]) and not bad_host[b]:
+                        rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
+                if stop_host.any():
+                    idx = np.flatnonzero(stop_host)
+                    for b in idx:
+                        lb = float(host["train_loss"][b])
+                        reason = ("diverged" if bad_host[b] else
+                                  "stop_loss" if lb <= configs[b].stop_loss else "max_steps")
+                        finish(int(b), t, reason, host)
+                    n_active -= len(idx)
+                    idx_t = torch.as_tensor(idx, device=device)
+                    active[idx_t] = False
+                    active_f[idx_t] = 0.0
+                    diverged_idx = [int(b) for b in idx if bad_host[b]]
+                    if diverged_idx:  # keep NaN/inf out of the batch; the run's state was recorded above
+                        di = torch.tensor(diverged_idx, device=device)
+                        for layer in layers:
+                            layer[di] = 0.0
+                        opt.reset(di)
+                    if n_active == 0:
+                        break
+                    refresh()
+            if t >= horizon:
+                break
+
+            # gradient of the objective with respect to W, with the step size folded in for plain GD
+            g = r.mul_(g_scale)
+            if pen_grad is not None:
+                g.addcmul_(pen_grad, p_scale)
+            # backward through the product, updating each layer after its gradient is taken
+            a = g
+            if fused_gd:
+                for j in range(depth - 1, 0, -1):
+                    nxt = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
+                    layers[j].baddbmm_(a, prefix[j - 1].transpose(1, 2), alpha=-1.0)
+                    a = nxt
+                layers[0].sub_(a)
+            else:
+                for j in range(depth - 1, 0, -1):
+                    torch.bmm(a, prefix[j - 1].transpose(1, 2), out=grads[j])
+                    a = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
+                grads[0].copy_(a)
+                opt.step(layers, grads, lr_eff)
+            if t + 1 >= report_next:
+                report(t + 1)
+                report_next = t + 1 + 1000
     report(horizon)
     if bar is not None:
         bar.close()
