@@ -46,8 +46,9 @@ def test_every_page_renders(built_book, browser):
     failures = []
     for path in _pages(built_book):
         assert path.exists(), f"missing page {path}"
-        page.goto(path.as_uri())
-        page.wait_for_load_state("networkidle")
+        # "load": the document and every image and script; the book is local files, and "networkidle" (no request
+        # for 500 ms) once timed out on a loaded machine while nothing was left to load
+        page.goto(path.as_uri(), wait_until="load", timeout=60000)
         page.wait_for_function("() => !window.MathJax || !MathJax.startup || MathJax.startup.promise", timeout=10000)
         page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
         rel = path.relative_to(built_book).as_posix()
@@ -87,8 +88,7 @@ def test_every_page_renders(built_book, browser):
 def test_chapter_pages_have_figures(built_book, browser):
     page = browser.new_page()
     for name in chapters.chapter_names(ROOT):
-        page.goto((built_book / "notebooks" / f"{name}.html").as_uri())
-        page.wait_for_load_state("networkidle")
+        page.goto((built_book / "notebooks" / f"{name}.html").as_uri(), wait_until="load", timeout=60000)
         widths = page.evaluate("() => [...document.images].map(i => i.naturalWidth)")
         assert widths and min(widths) > 0, f"{name}: no loaded figure"
 

@@ -139,6 +139,17 @@ def test_penalized_run_logs_penalty_and_objective():
     assert ((h["objective"] - h["train_loss"] - 1e-2 * h["penalty"]).abs() < 1e-5).all()
 
 
+def test_penalized_cpu_run_leaves_the_thread_count_as_it_was():
+    p = mc.completion_problem(n=8, rank=1, n_observed=30, seed=0)
+    threads = torch.get_num_threads()
+    mc.fit(p, depth=2, optimizer="adam", lr=1e-2, penalty="ratio", penalty_weight=1e-2, max_steps=5, progress=False,
+           device="cpu")
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError):
+        mc.fit(p, depth=2, optimizer="adam", lr=-1.0, penalty="ratio", penalty_weight=1e-2, progress=False)
+    assert torch.get_num_threads() == threads
+
+
 def test_penalized_batch_with_early_stops_equals_alone():
     """Once a run stops, the penalty is computed for the running ones only; every run still matches itself alone."""
     p = mc.completion_problem(n=12, rank=2, n_observed=60, seed=0)
