@@ -62,8 +62,11 @@ def execute(name: str, parameters: dict[str, Any] | None = None, output: str | o
     output = Path(output) if output is not None else notebooks / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    # The kernel listens on localhost only; ipykernel >= 7 logs a warning about unencrypted TCP at every start,
+    # which would bury the build's own output. Errors still show.
     papermill.execute_notebook(jupytext.read(source), str(output), parameters=parameters or {},
-                               kernel_name="python3", cwd=str(notebooks), progress_bar=progress)
+                               kernel_name="python3", cwd=str(notebooks), progress_bar=progress,
+                               extra_arguments=["--IPKernelApp.log_level=ERROR"])
     return time.perf_counter() - start
 
 

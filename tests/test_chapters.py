@@ -80,3 +80,16 @@ def test_every_chapter_documents_its_parameters(name):
     missing = [r["name"] for r in rows if not (r["meaning"] and r["allowed"])]
     assert not missing, f"{name}: parameters without '# meaning [allowed values]': {missing}"
     assert "claims_path" in [r["name"] for r in rows]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_papermill_reads_every_parameter(name, tmp_path):
+    """papermill must parse each line of the parameters cell (a comment holding "=" defeats it), or it warns
+    "Unable to parse line" at every run and calls a reader's -p overrides unknown parameters."""
+    import jupytext
+    import papermill
+
+    path = tmp_path / f"{name}.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / f"{name}.md"), path)
+    found = set(papermill.inspect_notebook(str(path)))
+    assert found == {p["name"] for p in chapters.parameters(name)}
