@@ -34,6 +34,26 @@ def main() -> int:
             ok &= same
             print(f"depth {depth} {opt:5s} penalty={pen}: steps {a.summary['steps']}/{b.summary['steps']}, "
                   f"max |W_cpu - W_cuda| = {diff:.2e} {'ok' if same else 'MISMATCH'}")
+    # float32 penalties use the float64 Gram method (mcreg_lib.penalties): the penalty's value and gradient on the
+    # same float32 matrices, CPU vs CUDA, and both against a float64 SVD
+    from mcreg_lib import penalties
+
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(8, 60, 60, dtype=torch.float64, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(8, 60, 60, dtype=torch.float64, generator=g))
+    w = ((u * torch.logspace(0, -4, 60, dtype=torch.float64)) @ v.mT).float()
+    _, exact = penalties.value_and_grad(w.double(), "ratio", {}, method="svd")
+    _, g_cpu = penalties.value_and_grad(w, "ratio", {})
+    _, g_cuda = penalties.value_and_grad(w.cuda(), "ratio", {})
+    errs = [float(((x.double().cpu() - exact).norm() / exact.norm())) for x in (g_cpu, g_cuda)]
+    ok &= max(errs) < 1e-6
+    print(f"ratio penalty, float32, Gram method, kappa 1e4: rel. error vs float64 SVD cpu {errs[0]:.1e}, "
+          f"cuda {errs[1]:.1e}")
+    kw = dict(depth=3, optimizer="adam", lr=1e-2, init_scale=1e-2, max_steps=200, penalty="ratio",
+              penalty_weight=1e-3, progress=False)
+    a, b = mc.fit(p, device="cpu", **kw), mc.fit(p, device="cuda", **kw)
+    d = float((a.matrix - b.matrix).abs().max() / a.matrix.abs().max())
+    print(f"float32 depth 3 adam + ratio penalty: max |W_cpu - W_cuda| / max |W| = {d:.1e} (float32 rounding differs)")
     s = mc.sensing_problem(n=10, rank=2, n_measurements=150, seed=0)
     a = mc.fit(s, depth=2, lr=0.5, max_steps=200, dtype="float64", device="cpu", progress=False)
     b = mc.fit(s, depth=2, lr=0.5, max_steps=200, dtype="float64", device="cuda", progress=False)
