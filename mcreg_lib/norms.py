@@ -355,6 +355,8 @@ def _check_small(spec: Sequence[tuple[Problem, RunConfig]]) -> list[tuple[Proble
             v.fail("width", c.width, f"None or {p.shape[0]} (train_small keeps every layer square)")
         if c.dtype != "float64":
             v.fail("dtype", c.dtype, "'float64' (train_small always runs in float64)")
+        if c.stop_plateau:
+            v.fail("stop_plateau", c.stop_plateau, "0 (train_small stops on the loss, the step budget or divergence)")
         if c.logs_per_decade != spec[0][1].logs_per_decade:
             v.fail("logs_per_decade", c.logs_per_decade, f"the same for every run ({spec[0][1].logs_per_decade})")
     return spec

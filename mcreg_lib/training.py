@@ -61,6 +61,7 @@ class RunConfig:
     penalty_options: tuple[tuple[str, float], ...] = ()
     divergence_factor: float = 1e6
     logs_per_decade: int = 20
+    stop_plateau: float = 0.0
 
     def validated(self, shape: tuple[int, int] | None = None) -> RunConfig:
         """Check every field (raising a ValueError that names it) and fill the optimizer and penalty defaults."""
@@ -91,6 +92,7 @@ class RunConfig:
             penalty_options=_freeze(pen),
             divergence_factor=v.real("divergence_factor", self.divergence_factor, 1.0, strict_minimum=True),
             logs_per_decade=v.integer("logs_per_decade", self.logs_per_decade, 1, 1000),
+            stop_plateau=v.real("stop_plateau", self.stop_plateau, 0.0, 1.0),
         )
 
     def batch_key(self) -> tuple:
@@ -212,6 +214,24 @@ class _Data:
         for i in range(min(N_SIGMAS, sigma.shape[-1])):
             out[f"sigma_{i + 1}"] = sigma[:, i]
         return out
+
+
+PLATEAU_MIN_STEP = 100
+
+
+def _plateau(rows: list[dict[str, Any]], config: RunConfig) -> bool:
+    """True when the objective (the training loss, plus the weighted penalty if any) at the last logged step t
+    (at least PLATEAU_MIN_STEP) differs from its value at the last logged step at or before t / 2 by at most
+    ``stop_plateau`` times its size: it moved by less than that fraction over the second half of the run so far."""
+    t = rows[-1]["step"]
+    if t < PLATEAU_MIN_STEP:
+        return False
+    key = "objective" if "objective" in rows[-1] else "train_loss"
+    earlier = [r for r in rows if r["step"] <= t / 2]
+    if not earlier:
+        return False
+    now, then = rows[-1][key], earlier[-1][key]
+    return abs(now - then) <= config.stop_plateau * max(abs(now), abs(then))
 
 
 def _check_batch(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> None:
@@ -394,14 +414,17 @@ def train(
                 stop_host = stopping.cpu().numpy()
                 act_host = active.cpu().numpy()
                 bad_host = bad.cpu().numpy()
+                plateau_host = np.zeros(B, dtype=bool)
                 for b in range(B):
                     if act_host[b] and (t in logged or stop_host[b]) and not bad_host[b]:
                         rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
+                        if configs[b].stop_plateau > 0 and not stop_host[b] and _plateau(rows[b], configs[b]):
+                            plateau_host[b] = stop_host[b] = True
                 if stop_host.any():
                     idx = np.flatnonzero(stop_host)
                     for b in idx:
                         lb = float(host["train_loss"][b])
-                        reason = ("diverged" if bad_host[b] else
+                        reason = ("diverged" if bad_host[b] else "plateau" if plateau_host[b] else
                                   "stop_loss" if lb <= configs[b].stop_loss else "max_steps")
                         finish(int(b), t, reason, host)
                     n_active -= len(idx)
@@ -470,6 +493,7 @@ def fit(
     penalty_options: dict[str, float] | None = None,
     divergence_factor: float = 1e6,
     logs_per_decade: int = 20,
+    stop_plateau: float = 0.0,
     device: str | torch.device | None = None,
     progress: bool | None = None,
 ) -> Run:
@@ -478,6 +502,10 @@ def fit(
     lr is the step on the mean squared error over the observed entries. Training stops when that loss falls to
     ``stop_loss``, after ``max_steps`` steps, or when the loss turns non-finite or exceeds ``divergence_factor``
     times its starting value (then ``summary['diverged']`` is True and ``summary['diverged_at']`` is the step).
+    With ``stop_plateau = r > 0`` it also stops (``stop_reason`` 'plateau') at a logged step t >= 100 where the
+    objective (the loss plus the weighted penalty) is within a fraction r of its value at step t / 2: for penalized
+    runs, whose loss falls to zero long before the penalty has done its work. Off (0) by default: a run can sit on a
+    plateau and then move again (the singular values are learned one at a time).
     """
     if not isinstance(problem, Problem):
         v.fail("problem", problem, "a mcreg_lib Problem (see completion_problem, problem_from_observations)")
@@ -485,7 +513,7 @@ def fit(
                     penalty_weight=penalty_weight, max_steps=max_steps, stop_loss=stop_loss, seed=seed, width=width,
                     det_sign=det_sign, dtype=dtype, optimizer_options=_freeze(optimizer_options),
                     penalty_options=_freeze(penalty_options), divergence_factor=divergence_factor,
-                    logs_per_decade=logs_per_decade)
+                    logs_per_decade=logs_per_decade, stop_plateau=stop_plateau)
     return train(problem, [cfg], device=device, progress=progress, description=f"fit depth {depth}")[0]
 
 

@@ -215,3 +215,35 @@ def test_cuda_matches_cpu():
     a, b = mc.fit(p, device="cpu", **kw), mc.fit(p, device="cuda", **kw)
     assert b.summary["device"].startswith("cuda")
     assert torch.allclose(a.matrix, b.matrix, rtol=1e-8, atol=1e-10)
+
+
+def test_stop_plateau_stops_a_penalized_run_once_its_objective_settles():
+    p = mc.completion_problem(n=12, rank=2, n_observed=80, seed=0)
+    kw = dict(depth=1, optimizer="adam", lr=1e-2, penalty="ratio", penalty_weight=1e-2, max_steps=20_000,
+              stop_loss=0.0, progress=False)
+    full = mc.fit(p, **kw)
+    early = mc.fit(p, stop_plateau=1e-3, **kw)
+    s = early.summary
+    assert full.summary["stop_reason"] == "max_steps" and s["stop_reason"] == "plateau"
+    assert 100 <= s["steps"] < 20_000
+    h = early.history.set_index("step")["objective"]
+    then = h[h.index <= s["steps"] / 2].iloc[-1]
+    assert abs(h.iloc[-1] - then) <= 1e-3 * max(abs(h.iloc[-1]), abs(then))
+    # up to the stop it is the same run, step for step
+    f = full.history.set_index("step")["objective"]
+    assert torch.allclose(torch.tensor(h.values), torch.tensor(f.loc[h.index].values), rtol=1e-6)
+    # and the stop is decided on the rows alone: off by default, never before step 100
+    assert mc.fit(p, **{**kw, "max_steps": 300}).summary["stop_reason"] == "max_steps"
+
+
+def test_stop_plateau_is_validated_and_train_small_refuses_it():
+    p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=0)
+    with pytest.raises(ValueError, match="stop_plateau=-0.1"):
+        mc.fit(p, stop_plateau=-0.1, progress=False)
+    with pytest.raises(ValueError, match="stop_plateau=2"):
+        mc.fit(p, stop_plateau=2, progress=False)
+    from mcreg_lib import norms
+
+    q = mc.problem_from_observations([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2))
+    with pytest.raises(ValueError, match="stop_plateau"):
+        norms.train_small(mc.grid(q, depth=2, lr=0.1, max_steps=10, dtype="float64", stop_plateau=1e-3))
