@@ -295,20 +295,10 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
             for j in range(d):
                 a[i, j] = r[i, j] * scale
         for jl in range(depth - 1, 0, -1):
-            below = prefix[jl - 1]
             upper = layers[jl]
-            for i in range(d):
-                for j in range(d):
-                    s2 = 0.0
-                    for q in range(d):
-                        s2 += upper[q, i] * a[q, j]
-                    nxt[i, j] = s2
-            for i in range(d):
-                for j in range(d):
-                    s2 = 0.0
-                    for q in range(d):
-                        s2 += a[i, q] * below[j, q]
-                    upper[i, j] -= s2
+            _matmul(upper.T, a, nxt)  # the gradient passed down, from the old W_{j+1}
+            _matmul(a, prefix[jl - 1].T, work)  # this layer's gradient (work is free outside _det)
+            upper -= work
             a[:, :] = nxt
         for i in range(d):
             for j in range(d):
