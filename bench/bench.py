@@ -99,10 +99,10 @@ def sequential_speed(problem: mc.Problem, configs: list[mc.RunConfig]) -> float:
 
 
 def one_svd_ratio(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference: the ratio penalty of one matrix from its SVD, in the caller's thread and W's precision."""
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
-    nuc, fro = s.sum(), s.square().sum().sqrt()
-    return nuc / fro, (u @ vh) / fro - w * (nuc / fro**3)
+    """The reference: the ratio penalty of one matrix from its SVD, in the caller's thread and W's precision (the
+    library's SVD method on a batch of one, without its worker threads)."""
+    val, grad = penalties._value_and_grad(w[None], "ratio", {}, "svd")
+    return val[0], grad[0]
 
 
 def penalty_speed(ws: torch.Tensor, repeats: int) -> dict[str, float]:

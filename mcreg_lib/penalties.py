@@ -112,12 +112,12 @@ def _gram_value_and_grad(w: torch.Tensor, penalty: str) -> tuple[torch.Tensor, t
     inv = torch.where(resolved, sigma, torch.ones((), dtype=sigma.dtype)).reciprocal() * resolved
     u = torch.bmm(w64, vec * inv[:, None, :])  # W v_i / sigma_i = u_i: needs float64 where sigma_i is small
     # U V^T on the resolved directions; U and V hold entries of order one, so W's precision suffices for this product
-    polar = torch.bmm(u.to(w.dtype), vec.to(w.dtype).mT).to(torch.float64)
+    polar = torch.bmm(u.to(w.dtype), vec.to(w.dtype).mT)
     nuc = sigma.sum(-1)
     if penalty == "nuclear":
-        return nuc.to(w.dtype), polar.to(w.dtype)
+        return nuc.to(w.dtype), polar
     fro = w64.square().sum((-1, -2)).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
-    grad = polar / fro[:, None, None] - w64 * (nuc / fro**3)[:, None, None]
+    grad = polar.to(torch.float64) / fro[:, None, None] - w64 * (nuc / fro**3)[:, None, None]
     return (nuc / fro).to(w.dtype), grad.to(w.dtype)
 
 
