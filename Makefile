@@ -24,8 +24,8 @@ $(MATHJAX):
 
 book: $(STAMP) $(MATHJAX)
 	rm -rf _build/claims
-	MCREG_PROGRESS=0 $(PY) -m mcreg_lib.chapters run-all
-	$(PY) -m mcreg_lib.ledger _build/claims book
+	MCREG_PROGRESS=0 $(PY) -m mcreg_lib.book run-all
+	$(PY) -m mcreg_lib.book.ledger _build/claims book
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
@@ -45,7 +45,7 @@ bench: $(STAMP)
 
 # make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"
 rerun: $(STAMP)
-	$(PY) -m mcreg_lib.chapters run $(CHAPTER) $(ARGS) --html
+	$(PY) -m mcreg_lib.book run $(CHAPTER) $(ARGS) --html
 
 # JupyterLab with jupytext: the chapters' .md files open as notebooks, and saving keeps .md and .ipynb in sync.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json

@@ -4,19 +4,27 @@
   ``|Z_ij - W*_ij| <= tol`` (tol = 1e-3) on the observed entries (or ``|<A_i, Z> - y_i| <= tol`` for sensing).
 * ``soft_impute``: Mazumder, Hastie & Tibshirani (2010): ``Z <- SVT_lambda(P_obs(X) + P_unobs(Z))`` along a
   decreasing path of lambda with warm starts.
+* ``table``: several methods on several problems, one row per (problem, method), with the metrics of trained runs
+  (``mcreg_lib.objective.evaluate``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import _validate as v
+from .objective import evaluate  # one definition of every metric
 from .problems import Problem
+
+
+METHODS = ("nuclear_norm_minimization", "soft_impute")
 
 
 @dataclass
@@ -25,19 +33,6 @@ class BaselineResult:
     matrix: torch.Tensor
     summary: dict[str, Any] = field(default_factory=dict)
     problem_info: dict[str, Any] = field(default_factory=dict)
-
-
-def evaluate(problem: Problem, matrix: torch.Tensor) -> dict[str, float]:
-    """The metrics of a trained run (train_loss, error_all, error_unobserved, test_mse, effective_rank,
-    nuclear_norm, ...) for any matrix, by the same definitions the training loop uses."""
-    from .training import _Data  # one definition of every metric
-
-    w = torch.as_tensor(matrix, dtype=torch.float64).reshape(1, *problem.shape).contiguous()
-    data = _Data([problem], torch.float64, torch.device("cpu"))
-    loss, _ = data.residual(w.clone())
-    found = data.metrics(w, [w])
-    found["train_loss"] = loss
-    return {k: float(x[0]) for k, x in found.items()}
 
 
 def nuclear_norm_minimization(problem: Problem, tol: float = 1e-3, *, max_iters: int = 100_000,
@@ -96,3 +91,32 @@ def soft_impute(problem: Problem, *, n_lambdas: int = 30, lambda_min_ratio: floa
     summary = {"method": "soft_impute", "iterations": iters, "lambda_final": float(lambdas[-1]),
                "seconds": time.perf_counter() - start, **evaluate(problem, z)}
     return BaselineResult("soft_impute", z, summary, dict(problem.info))
+
+
+SOLVERS = {"nuclear_norm_minimization": nuclear_norm_minimization, "soft_impute": soft_impute}
+
+
+def table(problems: Sequence[Problem], methods: Sequence[str] = METHODS,
+          options: dict[str, dict[str, Any]] | None = None, *, keep_matrices: bool = False) -> pd.DataFrame:
+    """Run each classic method of ``methods`` on each problem; one row per (problem, method) with the problem's
+    parameters (``problem_*``), the method, and the same metrics as trained runs (error_unobserved, ...).
+    ``keep_matrices`` adds a column ``matrix`` with each completed (n_rows, n_cols) float64 tensor."""
+    if isinstance(methods, (str, dict)):
+        v.fail("methods", methods, f"a list of method names from {METHODS} (pass options by keyword)")
+    methods = [v.choice("methods", m, METHODS) for m in methods]
+    if not methods:
+        v.fail("methods", methods, f"a non-empty list of {METHODS}")
+    options = options or {}
+    rows = []
+    for problem in problems:
+        if not isinstance(problem, Problem):
+            v.fail("problems", problem, "a list of mcreg_lib Problems")
+        for method in methods:
+            result = SOLVERS[method](problem, **options.get(method, {}))
+            row = {f"problem_{k}": val for k, val in problem.info.items()}
+            row.update(result.summary)
+            row["method"] = method
+            if keep_matrices:
+                row["matrix"] = result.matrix
+            rows.append(row)
+    return pd.DataFrame(rows)

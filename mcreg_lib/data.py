@@ -1,13 +1,17 @@
-"""Real data: MovieLens-100K from a ``u.data`` file the reader provides (no download).
+"""Real data as completion problems.
 
-``u.data`` holds one rating per line: ``user_id<TAB>item_id<TAB>rating<TAB>timestamp`` with 1-based ids
-(943 users, 1682 items, 100,000 ratings in the original).
+* :func:`load_movielens`: MovieLens-100K from a ``u.data`` file the reader provides (no download). ``u.data``
+  holds one rating per line: ``user_id<TAB>item_id<TAB>rating<TAB>timestamp`` with 1-based ids (943 users, 1682
+  items, 100,000 ratings in the original).
+* :func:`image_problem`: inpainting of a grayscale image as completion (e.g. scikit-image's sample images).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,3 +48,35 @@ def load_movielens(path: str | os.PathLike[str], test_fraction: float = 0.2, see
     return problem_from_observations(
         user_idx[train], item_idx[train], ratings[train], (len(users), len(items)),
         test_rows=user_idx[test], test_cols=item_idx[test], test_values=ratings[test], info=info)
+
+
+def image_problem(image: Any, size: int = 64, fraction: float = 0.5, seed: int = 0, *,
+                  name: str = "image") -> Problem:
+    """Inpainting as completion: a grayscale image resized to ``size x size`` (anti-aliased), scaled to RMS pixel 1
+    (the book's convention for targets), with a seeded uniform ``fraction`` of its pixels observed.
+
+    image: a 2-D array (e.g. ``skimage.data.camera()``). The full scaled image is the problem's target, so
+    ``error_unobserved`` is the relative error on the missing pixels.
+    """
+    from skimage.transform import resize
+
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        v.fail("image", f"array of shape {arr.shape}", "a 2-D grayscale image")
+    if not np.all(np.isfinite(arr.astype(np.float64))):
+        v.fail("image", "array with NaN or infinite values", "finite pixel values")
+    size = v.integer("size", size, 2)
+    fraction = v.real("fraction", fraction, 0.0, 1.0, strict_minimum=True)
+    seed = v.integer("seed", seed, 0)
+    small = resize(arr.astype(np.float64), (size, size), anti_aliasing=True)
+    rms = math.sqrt(float(np.mean(small**2)))
+    if rms == 0.0:
+        v.fail("image", "an all-zero image", "an image with some non-zero pixel")
+    target = small / rms
+    n_obs = max(1, int(round(fraction * size * size)))
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(size * size, generator=g)[:n_obs].sort().values.numpy()
+    rows, cols = flat // size, flat % size
+    info = {"maker": "image_problem", "image": name, "size": size, "fraction": fraction, "seed": seed,
+            "n_observed": n_obs}
+    return problem_from_observations(rows, cols, target[rows, cols], (size, size), target=target, info=info)

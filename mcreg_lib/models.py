@@ -1,12 +1,24 @@
-"""Deep matrix factorization ``W = W_N ... W_1`` and its initializations (P1/P3 conventions, PAPERS.md).
+"""Deep matrix factorization ``W = W_N ... W_1``: its initializations, the end-to-end product and the one backward
+pass (the conventions of Arora et al. 2019 and Zhao 2022).
 
 Layer j maps R^{d_j} -> R^{d_{j+1}} with d_1 = n_cols, d_{N+1} = n_rows and every hidden width equal to ``width``
 (default min(n_rows, n_cols): "full-dimensional", so depth never limits the rank). Depth 1 means W itself.
+``layers[0]`` is W_1, the layer applied first. Every function takes single layers (d_out, d_in) or batches
+(B, d_out, d_in).
+
+The backward pass (:func:`layer_grads`): for ``G = dL/dW``,
+
+    dL/dW_j = (W_N ... W_{j+1})^T G (W_{j-1} ... W_1)^T,
+
+computed from the forward pass's prefix products ``P_j = W_j ... W_1`` (:func:`prefix_products`) by passing
+``A_j = (W_N ... W_{j+1})^T G`` down the layers. The training loop's fused gradient-descent update
+(``mcreg_lib.training``) and the compiled loop of ``mcreg_lib.small`` restate it for speed; tests hold them equal.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -87,3 +99,44 @@ def init_layers(
         if torch.sign(torch.linalg.det(w)) != det_sign:
             layers[-1][0] = -layers[-1][0]
     return layers
+
+
+def end_to_end(layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``W = W_N ... W_1``; ``layers[0]`` is W_1."""
+    w = layers[0]
+    for layer in layers[1:]:
+        w = layer @ w
+    return w
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.bmm(a, b, out=out) if a.ndim == 3 else torch.matmul(a, b, out=out)
+
+
+def prefix_products(layers: Sequence[torch.Tensor], out: Sequence[torch.Tensor] | None = None
+                    ) -> list[torch.Tensor]:
+    """``[P_1, ..., P_N]`` with ``P_j = W_j ... W_1`` (so ``P_N = W``). ``out``: buffers for P_2..P_N (or all N, the
+    first of which is ignored), reused by a training loop."""
+    prefix = [layers[0]]
+    for j in range(1, len(layers)):
+        buf = None if out is None else out[j - 1 + (len(out) == len(layers))]
+        prefix.append(_mm(layers[j], prefix[-1], out=buf))
+    return prefix
+
+
+def layer_grads(layers: Sequence[torch.Tensor], prefix: Sequence[torch.Tensor], g: torch.Tensor,
+                out: Sequence[torch.Tensor] | None = None, work: Sequence[torch.Tensor] | None = None
+                ) -> list[torch.Tensor]:
+    """``[dL/dW_1, ..., dL/dW_N]`` from ``G = dL/dW`` and the prefix products (module docstring).
+
+    out: buffers shaped like the layers for the gradients; work: buffers for the passed-down products
+    ``A_j`` (shaped like ``W_j``'s input side: (d_j, n_cols)); both optional, for a loop that allocates nothing.
+    """
+    depth = len(layers)
+    grads: list[torch.Tensor] = [g] * depth
+    a = g
+    for j in range(depth - 1, 0, -1):
+        grads[j] = _mm(a, prefix[j - 1].mT, out=None if out is None else out[j])
+        a = _mm(layers[j].mT, a, out=None if work is None else work[j])
+    grads[0] = a if out is None else out[0].copy_(a)
+    return grads

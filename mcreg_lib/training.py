@@ -5,8 +5,12 @@ matrix shape, depth, optimizer and penalty as one tensor program with a leading 
 own seed, init scale, learning rate, penalty weight, observations and stop rule, stops on its own (a stopped run is
 frozen, not dropped) and is reported on its own. ``fit`` is ``train`` with a batch of one.
 
-Gradients are written out by hand (no autograd): for ``W = W_N ... W_1`` and ``G = dL/dW``,
-``dL/dW_j = (W_N ... W_{j+1})^T G (W_{j-1} ... W_1)^T``, computed from the forward pass's prefix products.
+One object, :class:`Batch`, owns a batch's state (layers, optimizer, per-run factors and the one ``active`` mask),
+so that :func:`train` reads as a short loop: forward, loss (and penalty), log or stop, step. The pieces it uses are
+defined once elsewhere: the loss, its gradient, the divergence rule and the logged metrics in
+``mcreg_lib.objective``; the product and the backward pass (no autograd: ``dL/dW_j = (W_N ... W_{j+1})^T G
+(W_{j-1} ... W_1)^T``) in ``mcreg_lib.models``; the update rules in ``mcreg_lib.optimizers``; the penalties in
+``mcreg_lib.penalties``.
 """
 
 from __future__ import annotations
@@ -26,10 +30,8 @@ import torch
 
 from . import _threads
 from . import _validate as v
-from . import metrics, models, optimizers, penalties
+from . import models, objective, optimizers, penalties
 from .problems import Problem
-
-N_SIGMAS = 10  # singular values logged per step
 
 
 def _freeze(opts: Any) -> tuple[tuple[str, float], ...]:
@@ -64,7 +66,15 @@ class RunConfig:
     stop_plateau: float = 0.0
 
     def validated(self, shape: tuple[int, int] | None = None) -> RunConfig:
-        """Check every field (raising a ValueError that names it) and fill the optimizer and penalty defaults."""
+        """Check every field (raising a ValueError that names it) and fill the optimizer and penalty defaults.
+
+        A validated config remembers it (an attribute outside the dataclass fields, so it changes neither equality,
+        hashing nor the cache key): ``grid``/``sweep`` validate once, and the cache key and ``train`` do not again.
+        """
+        if getattr(self, "_valid", False):
+            if shape is not None and self.det_sign is not None and shape[0] != shape[1]:
+                v.fail("det_sign", self.det_sign, "None for a non-square problem")
+            return self
         opt = optimizers.options(self.optimizer, dict(_freeze(self.optimizer_options)))
         if self.penalty is None:
             if self.penalty_weight != 0:
@@ -76,7 +86,7 @@ class RunConfig:
             v.fail("det_sign", det_sign, "+1, -1 or None")
         if shape is not None and det_sign is not None and shape[0] != shape[1]:
             v.fail("det_sign", det_sign, "None for a non-square problem")
-        return dataclasses.replace(
+        out = dataclasses.replace(
             self,
             depth=v.integer("depth", self.depth, 1),
             lr=v.positive("lr", self.lr),
@@ -94,6 +104,8 @@ class RunConfig:
             logs_per_decade=v.integer("logs_per_decade", self.logs_per_decade, 1, 1000),
             stop_plateau=v.real("stop_plateau", self.stop_plateau, 0.0, 1.0),
         )
+        object.__setattr__(out, "_valid", True)
+        return out
 
     def batch_key(self) -> tuple:
         """Runs with equal keys (and problems of equal shape and kind) can train in one batch."""
@@ -135,12 +147,8 @@ def log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:
 
 
 FINAL_KEYS = ("steps", "stop_reason", "diverged", "diverged_at", "seconds")
-
-
-def _finite_or_zero(w: torch.Tensor) -> torch.Tensor:
-    """``w`` with every batch entry that holds a NaN or inf replaced by zeros (SVDs fail on non-finite input)."""
-    finite = torch.isfinite(w).flatten(1).all(1)
-    return w if bool(finite.all()) else torch.where(finite[:, None, None], w, torch.zeros((), dtype=w.dtype))
+SUMMARY_KEYS = ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
+                "penalty", "objective")
 
 
 def default_device() -> torch.device:
@@ -149,71 +157,6 @@ def default_device() -> torch.device:
 
 def _progress_default() -> bool:
     return os.environ.get("MCREG_PROGRESS", "1") not in ("0", "false", "False", "")
-
-
-class _Data:
-    """The observations of a batch of problems, on the device: the loss, its gradient and the metrics."""
-
-    def __init__(self, problems: Sequence[Problem], dtype: torch.dtype, device: torch.device) -> None:
-        p0 = problems[0]
-        self.kind, self.shape, self.B = p0.kind, p0.shape, len(problems)
-        same = all(p is p0 for p in problems)
-        unique = [p0] if same else list(problems)
-
-        def stack(fn):
-            return torch.stack([fn(p) for p in unique]).to(device=device, dtype=dtype)
-
-        self.m = torch.tensor([float(p.n_observed) for p in problems], dtype=dtype, device=device)
-        self.gscale = (2.0 / self.m).view(-1, 1, 1)
-        if self.kind == "completion":
-            self.mask = stack(lambda p: p.mask())
-            self.observed = stack(lambda p: p.observed_matrix())
-        else:
-            if len({p.n_observed for p in unique}) > 1:
-                raise ValueError("sensing problems in one batch must have the same number of measurements")
-            self.a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))  # (B|1, m, n_rows*n_cols)
-            self.y = stack(lambda p: p.values)[..., None]
-        has_target = [p.target is not None for p in unique]
-        self.target = stack(lambda p: p.target) if all(has_target) else None
-        has_test = [p.test_rows is not None for p in unique]
-        self.test = None
-        if all(has_test):
-            self.test = [(p.test_rows.to(device), p.test_cols.to(device), p.test_values.to(device, dtype))
-                         for p in unique]
-
-    def residual(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss (B,), R) with ``dL/dW = R * gscale``; L is the mean squared error over the observations."""
-        if self.kind == "completion":
-            r = (w - self.observed).mul_(self.mask)
-        else:
-            res = torch.matmul(self.a, w.reshape(w.shape[0], -1, 1)) - self.y  # (B, m, 1)
-            r = torch.matmul(self.a.transpose(1, 2), res).view_as(w)
-            return res.square().sum((1, 2)) / self.m, r
-        flat = r.reshape(r.shape[0], -1)
-        return torch.linalg.vecdot(flat, flat) / self.m, r
-
-    def metrics(self, w: torch.Tensor, layers: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        sigma = metrics.singular_values(w)
-        out = {
-            "effective_rank": metrics.effective_rank(sigma=sigma),
-            "nuclear_norm": metrics.nuclear_norm(sigma=sigma),
-            "frobenius_norm": sigma.square().sum(-1).sqrt(),
-        }
-        if self.target is not None:
-            out["error_all"] = metrics.relative_error(w, self.target)
-            if self.kind == "completion":
-                out["error_unobserved"] = metrics.relative_error(w, self.target, 1.0 - self.mask)
-        if self.test is not None:
-            if len(self.test) == 1:
-                r, c, val = self.test[0]
-                out["test_mse"] = metrics.completion_loss(w, r, c, val)
-            else:
-                out["test_mse"] = torch.stack([metrics.completion_loss(w[b], *t) for b, t in enumerate(self.test)])
-        for j, gap in enumerate(metrics.balancedness_gaps(layers), start=1):
-            out[f"balancedness_gap_{j}"] = gap
-        for i in range(min(N_SIGMAS, sigma.shape[-1])):
-            out[f"sigma_{i + 1}"] = sigma[:, i]
-        return out
 
 
 PLATEAU_MIN_STEP = 100
@@ -248,6 +191,193 @@ def _check_batch(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> N
                              "use mcreg_lib.sweep to group runs automatically")
 
 
+class Batch:
+    """The state of a batch of runs in training, owned in one place.
+
+    ``active`` (a host boolean per run) is the one record of which runs are still going; everything that depends
+    on it (the per-run step sizes, which runs the stop test watches, the penalty's sub-batch) is derived from it
+    in :meth:`_refresh` whenever a run stops. A stopped run is frozen (zero step), not dropped, so the tensors keep
+    their shape; a diverged run's layers and optimizer state are zeroed so no NaN reaches the others.
+
+    The loop of :func:`train` calls, per step t: :meth:`forward` (W), :meth:`loss` (the loss, R and the penalty),
+    :meth:`may_stop` / :meth:`log` (record metrics at logged steps, decide which runs stop and why) and
+    :meth:`step` (the backward pass and the update).
+    """
+
+    def __init__(self, problems: Sequence[Problem], configs: Sequence[RunConfig], device: torch.device) -> None:
+        c0 = configs[0]
+        self.problems, self.configs, self.device = list(problems), list(configs), device
+        self.size = B = len(configs)
+        self.dtype = dtype = v.dtype(c0.dtype)
+        self.shape = shape = problems[0].shape
+        self.depth = depth = c0.depth
+        inits = [models.init_layers(shape, depth, c.init, c.init_scale, c.seed, c.width, c.det_sign) for c in configs]
+        self.layers = [torch.stack([ls[j] for ls in inits]).to(device=device, dtype=dtype) for j in range(depth)]
+        self.obs = objective.Observations(problems, dtype, device)
+        self.fused_gd = c0.optimizer == "gd"  # plain GD folds its step into the backward pass (models.layer_grads)
+        self.opt = optimizers.make(c0.optimizer, self.layers, dict(c0.optimizer_options))
+        self.penalty, self.penalty_options = c0.penalty, dict(c0.penalty_options)
+
+        def column(name: str) -> torch.Tensor:
+            return torch.tensor([getattr(c, name) for c in configs], dtype=dtype, device=device)
+
+        self.lr = column("lr").view(B, 1, 1)
+        self.penalty_weight = column("penalty_weight").view(B, 1, 1)
+        self.divergence_factor = column("divergence_factor")
+        self.stop_loss = np.array([c.stop_loss for c in configs])
+        self.max_steps = np.array([c.max_steps for c in configs])
+        self.budgets = set(self.max_steps.tolist())  # steps at which some run's budget ends
+        self.limit = np.full(B, math.inf)  # the divergence limit of each run, fixed at step 0
+        self.active = np.ones(B, dtype=bool)
+        self.rows: list[list[dict[str, Any]]] = [[] for _ in range(B)]
+        # buffers: prefix products W_j...W_1 (the last is W), the passed-down products, the gradients, R
+        dims = [shape[1]] + [w.shape[1] for w in self.layers]  # layer j maps dims[j] -> dims[j + 1]
+        self.prefix_out = [torch.empty(B, dims[j + 1], dims[0], dtype=dtype, device=device) for j in range(1, depth)]
+        self.work = [torch.empty(B, dims[j], shape[1], dtype=dtype, device=device) for j in range(depth)]
+        self.grads = [] if self.fused_gd else [torch.empty_like(x) for x in self.layers]
+        self.r_out = torch.empty(B, *shape, dtype=dtype, device=device) if self.obs.kind == "completion" else None
+        self.prefix: list[torch.Tensor] = []
+        self._refresh()
+
+    # --- derived from `active` -------------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        active = torch.as_tensor(self.active, device=self.device)
+        on = active.to(self.dtype).view(-1, 1, 1)
+        self.lr_eff = self.lr * on  # a stopped run takes zero steps
+        step = self.lr_eff if self.fused_gd else on  # plain GD: the step is folded into the gradient
+        self.gradient_factor = self.obs.gradient_scale * step
+        self.penalty_factor = self.penalty_weight * step
+        self.running = active.nonzero().view(-1)
+        # the stop test watches stop_loss < loss <= limit on the running runs only
+        self._low = np.where(self.active, self.stop_loss, -math.inf).tolist()
+        self._high = np.where(self.active, self.limit, math.inf).tolist()
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active.sum())
+
+    # --- one step ----------------------------------------------------------------------------------------------------
+    def forward(self) -> torch.Tensor:
+        """The end-to-end matrices W (B, n_rows, n_cols), keeping the prefix products for the backward pass."""
+        self.prefix = models.prefix_products(self.layers, out=self.prefix_out)
+        return self.prefix[-1]
+
+    def loss(self, w: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """(loss (B,), R, (penalty value, penalty gradient) or None). At step 0 it fixes the divergence limits."""
+        loss, r = self.obs.residual(w, out=self.r_out)
+        if t == 0:
+            self.limit = objective.divergence_limit(loss, self.divergence_factor).cpu().double().numpy()
+            self._refresh()
+        if self.penalty is None:
+            return loss, r, None
+        if self.n_active == self.size:
+            return loss, r, penalties.value_and_grad(objective.finite_or_zero(w), self.penalty, self.penalty_options)
+        idx = self.running  # only the running runs: a stopped run takes no step, and its penalty is not logged
+        val, grad = penalties.value_and_grad(objective.finite_or_zero(w[idx]), self.penalty, self.penalty_options)
+        return (loss, r, (torch.zeros(self.size, dtype=self.dtype, device=self.device).index_copy_(0, idx, val),
+                          torch.zeros_like(w).index_copy_(0, idx, grad)))
+
+    def may_stop(self, t: int, loss: torch.Tensor) -> bool:
+        """True if some run may stop at t: a budget ends, or a loss is not in (stop_loss, limit] (NaN is not).
+        Compared on the host: B floats, cheaper than tensor ops (the thresholds are the tensors' own values)."""
+        return t in self.budgets or not all(
+            lo < x <= hi for x, lo, hi in zip(loss.tolist(), self._low, self._high))
+
+    def log(self, t: int, loss: torch.Tensor, penalty: tuple | None, logged: bool) -> list[tuple[int, str, dict]]:
+        """Record the metrics of the running runs at step t (every run if ``logged``, else those that stop) and
+        decide which runs stop. Returns (run, reason, last values) for each stopping run, and deactivates them."""
+        loss_h = loss.detach().cpu().double().numpy()
+        bad = ~(loss_h <= self.limit)  # objective.is_diverged, on the host copies
+        stopping = self.active & ((loss_h <= self.stop_loss) | bad | (self.max_steps <= t))
+        with torch.no_grad():  # a diverged run's matrix may hold inf/NaN: measure zeros instead, never log them
+            found = self.obs.metrics(objective.finite_or_zero(self.prefix[-1]),
+                                     [objective.finite_or_zero(x) for x in self.layers])
+        found["train_loss"] = loss
+        if penalty is not None:
+            found["penalty"] = penalty[0]
+            found["objective"] = loss + self.penalty_weight.view(-1) * penalty[0]
+        host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
+        plateau = np.zeros(self.size, dtype=bool)
+        for b in np.flatnonzero(self.active & (logged | stopping) & ~bad):
+            self.rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
+            if self.configs[b].stop_plateau > 0 and not stopping[b] and _plateau(self.rows[b], self.configs[b]):
+                plateau[b] = stopping[b] = True
+        stopped = []
+        for b in np.flatnonzero(stopping):
+            reason = ("diverged" if bad[b] else "plateau" if plateau[b] else
+                      "stop_loss" if loss_h[b] <= self.configs[b].stop_loss else "max_steps")
+            last = ({**{k: math.nan for k in host}, "train_loss": float(loss_h[b])} if bad[b]  # unmeasured
+                    else self.rows[b][-1])
+            stopped.append((int(b), reason, last))
+        if stopped:
+            self._deactivate(np.flatnonzero(stopping), np.flatnonzero(stopping & bad))
+        return stopped
+
+    def _deactivate(self, stopping: np.ndarray, diverged: np.ndarray) -> None:
+        self.active[stopping] = False
+        if diverged.size:  # keep NaN/inf out of the batch; the run's state was recorded before this
+            di = torch.as_tensor(diverged, device=self.device)
+            for layer in self.layers:
+                layer[di] = 0.0
+            self.opt.reset(di)
+        self._refresh()
+
+    def layers_of(self, b: int) -> list[torch.Tensor]:
+        return [layer[b].detach().to("cpu").clone() for layer in self.layers]
+
+    def step(self, r: torch.Tensor, penalty: tuple | None) -> None:
+        """One update of every running run: G = dL/dW (+ the weighted penalty gradient), then the backward pass."""
+        g = r.mul_(self.gradient_factor)
+        if penalty is not None:
+            g.addcmul_(penalty[1], self.penalty_factor)
+        if not self.fused_gd:
+            models.layer_grads(self.layers, self.prefix, g, out=self.grads, work=self.work)
+            self.opt.step(self.layers, self.grads, self.lr_eff)
+            return
+        # plain GD, fused: mirrors models.layer_grads (the step is in g), each layer updated once its gradient is
+        # taken and the product passed down from its old value (tests/test_training.py holds the two equal)
+        a = g
+        for j in range(self.depth - 1, 0, -1):
+            nxt = torch.bmm(self.layers[j].mT, a, out=self.work[j])
+            self.layers[j].baddbmm_(a, self.prefix[j - 1].mT, alpha=-1.0)
+            a = nxt
+        self.layers[0].sub_(a)
+
+
+class _Progress:
+    """Reports run-steps done (a run that stops early counts its whole budget) to ``on_progress`` or a tqdm bar."""
+
+    def __init__(self, max_steps: Sequence[int], on_progress: Callable[[int, int], None] | None, bar: bool,
+                 description: str) -> None:
+        self.max_steps, self.on_progress = list(max_steps), on_progress
+        self.horizon = max(self.max_steps)
+        self.bar = None
+        if bar and on_progress is None:
+            from tqdm.auto import tqdm
+
+            n = len(self.max_steps)
+            self.bar = tqdm(total=self.horizon, desc=f"{description} ({n} run{'s' * (n > 1)})", unit="step",
+                            leave=False)
+        self.next, self.steps, self.runs = 1000, 0, 0
+
+    def __call__(self, t_done: int, finished: Sequence[bool], n_active: int, force: bool = False) -> None:
+        if t_done < self.next and not force:
+            return
+        self.next = t_done + 1000
+        steps = sum(m if done else min(t_done, m) for m, done in zip(self.max_steps, finished))
+        runs = sum(finished)
+        if self.on_progress is not None:
+            self.on_progress(steps - self.steps, runs - self.runs)
+        elif self.bar is not None:
+            self.bar.update(t_done - self.bar.n)
+            self.bar.set_postfix(active=n_active, refresh=False)
+        self.steps, self.runs = steps, runs
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def train(
     problems: Problem | Sequence[Problem],
     configs: Sequence[RunConfig],
@@ -261,7 +391,7 @@ def train(
     """Train a batch of runs together; returns one Run per config, in order.
 
     problems: one problem shared by all runs, or one per run (same kind and shape).
-    configs: validated or not; every config must share ``batch_key()``.
+    configs: every config must share ``batch_key()``; validated here unless ``grid``/``sweep`` did it already.
     device: default CUDA when available, else CPU.
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
@@ -276,201 +406,49 @@ def train(
     configs = [c.validated(problems[0].shape) for c in configs]
     _check_batch(problems, configs)
     device = default_device() if device is None else torch.device(device)
-    progress = _progress_default() if progress is None else bool(progress)
-    c0, B = configs[0], len(configs)
-    dtype = v.dtype(c0.dtype)
-    shape = problems[0].shape
-    depth = c0.depth
-
-    # --- state -------------------------------------------------------------------------------------------------
-    inits = [models.init_layers(shape, depth, c.init, c.init_scale, c.seed, c.width, c.det_sign) for c in configs]
-    layers = [torch.stack([ls[j] for ls in inits]).to(device=device, dtype=dtype) for j in range(depth)]
-    data = _Data(problems, dtype, device)
-    opt_name = c0.optimizer
-    opt_opts = dict(c0.optimizer_options)
-    fused_gd = opt_name == "gd"
-    opt = optimizers.make(opt_name, layers, opt_opts)
-    pen_opts = dict(c0.penalty_options)
-
-    def col(values, dt=dtype):
-        return torch.tensor(values, dtype=dt, device=device)
-
-    lr = col([c.lr for c in configs]).view(B, 1, 1)
-    pen_weight = col([c.penalty_weight for c in configs]).view(B, 1, 1)
-    stop_loss = col([c.stop_loss for c in configs])
-    max_steps = [c.max_steps for c in configs]
-    horizon = max(max_steps)
-    stop_at = set(max_steps)
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    active_f = torch.ones(B, 1, 1, dtype=dtype, device=device)
-    n_active = B
-    logged = set(log_steps(horizon, c0.logs_per_decade).tolist())
-    rows: list[list[dict[str, Any]]] = [[] for _ in range(B)]
-    runs: list[Run | None] = [None] * B
-    limit = torch.full((B,), math.inf, dtype=dtype, device=device)
-    max_steps_t = torch.tensor(max_steps, device=device)
+    batch = Batch(problems, configs, device)
+    horizon = int(batch.max_steps.max())
+    logged = set(log_steps(horizon, configs[0].logs_per_decade).tolist())
+    runs: list[Run | None] = [None] * batch.size
+    show = _progress_default() if progress is None else bool(progress)
+    report = _Progress(batch.max_steps, on_progress, show, description)
     start = time.perf_counter()
-    bar = None
-    if progress and on_progress is None:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=horizon, desc=f"{description} ({B} run{'s' * (B > 1)})", unit="step", leave=False)
-    report_next, reported, reported_runs = 1000, 0, 0
-
-    def report(t_done: int) -> None:
-        nonlocal reported, reported_runs
-        budget = sum(m if runs[b] is not None else min(t_done, m) for b, m in enumerate(max_steps))
-        n_done = sum(r is not None for r in runs)
-        if on_progress is not None:
-            on_progress(budget - reported, n_done - reported_runs)
-        elif bar is not None:
-            bar.update(t_done - bar.n)
-            bar.set_postfix(active=n_active, refresh=False)
-        reported, reported_runs = budget, n_done
-
-    # Preallocated buffers: forward prefix products W_j...W_1, the residual, and the backward products.
-    dims = [shape[1]] + [w.shape[1] for w in layers]  # layer j maps dims[j] -> dims[j + 1]
-    prefix = [layers[0]] + [torch.empty(B, dims[j + 1], dims[0], dtype=dtype, device=device) for j in range(1, depth)]
-    back = [torch.empty(B, dims[j], shape[1], dtype=dtype, device=device) for j in range(depth)]
-    grads = [torch.empty_like(x) for x in layers] if not fused_gd else []
-    r_buf = torch.empty(B, *shape, dtype=dtype, device=device)
-    neg_obs = data.observed.neg() if data.kind == "completion" else None
-    # Per-run factors that change only when a run stops (a stopped run gets zero step, and never stops again).
-    lo_h: list[float] = []
-    hi_h: list[float] = []
-    g_scale = p_scale = lr_eff = torch.zeros(())
-
-    def refresh() -> None:
-        nonlocal lo_h, hi_h, g_scale, p_scale, lr_eff
-        lr_eff = lr * active_f
-        g_scale = data.gscale * (lr_eff if fused_gd else active_f)
-        p_scale = pen_weight * (lr_eff if fused_gd else active_f)
-        lo_h = torch.where(active, stop_loss, -math.inf).tolist()
-        hi_h = torch.where(active, limit, math.inf).tolist()
-
-    def finish(b: int, t: int, reason: str, host: dict[str, np.ndarray]) -> None:
-        diverged = reason == "diverged"
-        final = {"steps": t, "stop_reason": reason, "diverged": diverged, "diverged_at": t if diverged else None,
-                 "seconds": time.perf_counter() - start}
-        layers_b = [layer[b].detach().to("cpu").clone() for layer in layers]
-        if diverged:  # the loss that tripped the rule; every other metric is unmeasured
-            last = {k: math.nan for k in host if k != "train_loss"}
-            last["train_loss"] = float(host["train_loss"][b])
-        else:
-            last = rows[b][-1]
-        summary: dict[str, Any] = {k: final[k] for k in FINAL_KEYS}
-        for key in ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
-                    "penalty", "objective"):
-            if key in last:
-                summary[key] = last[key]
-        summary.update({"batch_size": B, "device": str(device)})
-        run = Run(configs[b], dict(problems[b].info), metrics.end_to_end(layers_b), layers_b,
-                  pd.DataFrame(rows[b]), summary)
-        runs[b] = run
-        if on_finish is not None:
-            on_finish(b, run)
-
-    # --- loop: at step t, evaluate theta_t, stop or log, then move to theta_{t+1} ------------------------------
     # A penalized step on the CPU is dominated by one decomposition per run, done on worker threads
     # (mcreg_lib._threads); this thread's own ops then run on one thread, leaving the cores to the workers.
-    on_one_thread = c0.penalty is not None and device.type == "cpu"
-    with _threads.caller_on_one_thread() if on_one_thread else contextlib.nullcontext():
-        t = 0
-        for t in range(horizon + 1):
-            for j in range(1, depth):
-                torch.bmm(layers[j], prefix[j - 1], out=prefix[j])
-            w = prefix[-1]
-            if neg_obs is not None:  # (W - observed) o mask, in one fused op: mask * W - observed
-                r = torch.addcmul(neg_obs, data.mask, w, out=r_buf)
-                loss = torch.bmm(r.view(B, 1, -1), r.view(B, -1, 1)).view(B).div_(data.m)  # one batched dot
-            else:
-                loss, r = data.residual(w)
-            if t == 0:
-                limit = c0.divergence_factor * loss.clamp_min(1.0)
-                refresh()
-            pen_val = pen_grad = None
-            if c0.penalty is not None:
-                if n_active == B:
-                    pen_val, pen_grad = penalties.value_and_grad(_finite_or_zero(w), c0.penalty, pen_opts)
-                else:  # only the running runs: a stopped run takes no step, and its penalty is not logged
-                    idx_a = active.nonzero().view(-1)
-                    val_a, grad_a = penalties.value_and_grad(_finite_or_zero(w[idx_a]), c0.penalty, pen_opts)
-                    pen_val = torch.zeros(B, dtype=dtype, device=device).index_copy_(0, idx_a, val_a)
-                    pen_grad = torch.zeros_like(w).index_copy_(0, idx_a, grad_a)
-
-            # stop unless stop_loss < loss <= limit (NaN fails both); stopped runs have (lo, hi) = (-inf, inf).
-            # Compared on the host: B floats, cheaper than three tensor ops (the thresholds are the tensors' values).
-            any_stop = t in stop_at or not all(a < x <= b for x, a, b in zip(loss.tolist(), lo_h, hi_h))
-            if t in logged or any_stop:
-                bad = ~(loss <= limit)
-                stopping = active & ((loss <= stop_loss) | bad | (max_steps_t <= t))
-                with torch.no_grad():  # a diverged run's matrix may hold inf/NaN: measure zeros instead, never log them
-                    found = data.metrics(_finite_or_zero(w), [_finite_or_zero(x) for x in layers])
-                found["train_loss"] = loss
-                if pen_val is not None:
-                    found["penalty"] = pen_val
-                    found["objective"] = loss + pen_weight.view(-1) * pen_val
-                host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
-                stop_host = stopping.cpu().numpy()
-                act_host = active.cpu().numpy()
-                bad_host = bad.cpu().numpy()
-                plateau_host = np.zeros(B, dtype=bool)
-                for b in range(B):
-                    if act_host[b] and (t in logged or stop_host[b]) and not bad_host[b]:
-                        rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
-                        if configs[b].stop_plateau > 0 and not stop_host[b] and _plateau(rows[b], configs[b]):
-                            plateau_host[b] = stop_host[b] = True
-                if stop_host.any():
-                    idx = np.flatnonzero(stop_host)
-                    for b in idx:
-                        lb = float(host["train_loss"][b])
-                        reason = ("diverged" if bad_host[b] else "plateau" if plateau_host[b] else
-                                  "stop_loss" if lb <= configs[b].stop_loss else "max_steps")
-                        finish(int(b), t, reason, host)
-                    n_active -= len(idx)
-                    idx_t = torch.as_tensor(idx, device=device)
-                    active[idx_t] = False
-                    active_f[idx_t] = 0.0
-                    diverged_idx = [int(b) for b in idx if bad_host[b]]
-                    if diverged_idx:  # keep NaN/inf out of the batch; the run's state was recorded above
-                        di = torch.tensor(diverged_idx, device=device)
-                        for layer in layers:
-                            layer[di] = 0.0
-                        opt.reset(di)
-                    if n_active == 0:
-                        break
-                    refresh()
-            if t >= horizon:
+    one_thread = configs[0].penalty is not None and device.type == "cpu"
+    with _threads.caller_on_one_thread() if one_thread else contextlib.nullcontext():
+        for t in range(horizon + 1):  # at step t: evaluate theta_t, log or stop, then move to theta_{t+1}
+            w = batch.forward()
+            loss, r, penalty = batch.loss(w, t)
+            if t in logged or batch.may_stop(t, loss):
+                for b, reason, last in batch.log(t, loss, penalty, t in logged):
+                    runs[b] = _finished_run(batch, b, t, reason, last, time.perf_counter() - start)
+                    if on_finish is not None:
+                        on_finish(b, runs[b])
+                if not batch.n_active:
+                    break
+            if t == horizon:
                 break
+            batch.step(r, penalty)
+            report(t + 1, [x is not None for x in runs], batch.n_active)
+    report(horizon, [True] * batch.size, 0, force=True)
+    report.close()
+    missing = [b for b, run in enumerate(runs) if run is None]
+    if missing:  # pragma: no cover - every run stops by max_steps at the latest
+        raise RuntimeError(f"runs {missing} did not stop")
+    return runs  # type: ignore[return-value]
 
-            # gradient of the objective with respect to W, with the step size folded in for plain GD
-            g = r.mul_(g_scale)
-            if pen_grad is not None:
-                g.addcmul_(pen_grad, p_scale)
-            # backward through the product, updating each layer after its gradient is taken
-            a = g
-            if fused_gd:
-                for j in range(depth - 1, 0, -1):
-                    nxt = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
-                    layers[j].baddbmm_(a, prefix[j - 1].transpose(1, 2), alpha=-1.0)
-                    a = nxt
-                layers[0].sub_(a)
-            else:
-                for j in range(depth - 1, 0, -1):
-                    torch.bmm(a, prefix[j - 1].transpose(1, 2), out=grads[j])
-                    a = torch.bmm(layers[j].transpose(1, 2), a, out=back[j])
-                grads[0].copy_(a)
-                opt.step(layers, grads, lr_eff)
-            if t + 1 >= report_next:
-                report(t + 1)
-                report_next = t + 1 + 1000
-    report(horizon)
-    if bar is not None:
-        bar.close()
-    for b in range(B):
-        if runs[b] is None:  # pragma: no cover - every run stops by max_steps at the latest
-            raise RuntimeError(f"run {b} did not stop")
-    return [r for r in runs if r is not None]
+
+def _finished_run(batch: Batch, b: int, t: int, reason: str, last: dict[str, Any], seconds: float) -> Run:
+    diverged = reason == "diverged"
+    summary: dict[str, Any] = {"steps": t, "stop_reason": reason, "diverged": diverged,
+                               "diverged_at": t if diverged else None, "seconds": seconds}
+    summary.update({k: last[k] for k in SUMMARY_KEYS if k in last})
+    summary.update({"batch_size": batch.size, "device": str(batch.device)})
+    layers = batch.layers_of(b)
+    return Run(batch.configs[b], dict(batch.problems[b].info), models.end_to_end(layers), layers,
+               pd.DataFrame(batch.rows[b]), summary)
 
 
 def fit(

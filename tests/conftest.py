@@ -6,17 +6,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MCREG_PROGRESS", "0")
+# Beyond preview=True (every parameter at its declared preview value), what the tests add: the generated MovieLens file.
+PREVIEW_EXTRAS = {"penalty": {"movielens_path": str(ROOT / "tests" / "data" / "u_small.data")}}
 
 
 @pytest.fixture(scope="session")
 def small_book(tmp_path_factory):
-    """A copy of the book's sources with every chapter executed by papermill at its small parameters.
+    """A copy of the book's sources with every chapter executed by papermill at its preview parameters.
 
     Returns (folder, {chapter: seconds}); each chapter writes its claims to ``_build/claims/NAME.json`` there.
     """
-    from mcreg_lib import chapters
-
-    from .chapter_params import SMALL
+    from mcreg_lib.book import run as chapters
 
     book = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
@@ -26,13 +26,13 @@ def small_book(tmp_path_factory):
                     ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "*_files"))
     timings, errors = {}, {}
     for name in chapters.chapter_names(ROOT):
-        params = dict(SMALL[name])
+        params = dict(preview=True, **PREVIEW_EXTRAS.get(name, {}))
         params["claims_path"] = str(book / "_build" / "claims" / f"{name}.json")
         try:
             timings[name] = chapters.execute(name, params, notebooks=book / "notebooks")
         except Exception as exc:  # reported by the per-chapter test
             errors[name] = exc
-    from mcreg_lib.ledger import write_ledger
+    from mcreg_lib.book.ledger import write_ledger
 
     write_ledger(book / "_build" / "claims", book / "book", chapters.chapter_names(ROOT))
     return book, timings, errors

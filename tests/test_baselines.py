@@ -40,3 +40,15 @@ def test_soft_impute_bad_input(easy):
     sensing = mc.sensing_problem(n=4, rank=1, n_measurements=5, seed=0)
     with pytest.raises(ValueError, match="problem.kind='sensing'"):
         baselines.soft_impute(sensing)
+
+
+def test_baselines_table_recovers_an_easy_problem():
+    probs = [mc.completion_problem(n=20, rank=1, n_observed=200, seed=s) for s in (0, 1)]
+    t = baselines.table(probs, methods=["soft_impute"])
+    assert list(t["method"]) == ["soft_impute"] * 2
+    assert list(t["problem_seed"]) == [0, 1]
+    assert (t["error_unobserved"] < 0.1).all()  # zero-filling would give 1
+    with pytest.raises(ValueError, match="methods='optspace'"):
+        baselines.table(probs, methods=["optspace"])
+    with pytest.raises(ValueError, match="pass options by keyword"):
+        baselines.table(probs, {"soft_impute": {}})

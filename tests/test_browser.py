@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from mcreg_lib import chapters
+from mcreg_lib.book import run as chapters
 
 from .conftest import ROOT
 

@@ -1,9 +1,11 @@
-"""MovieLens loader on a small generated file in the u.data format."""
+"""mcreg_lib.data: the MovieLens loader on a small generated file in the u.data format; image problems."""
 
 import numpy as np
 import pytest
+import torch
 
 import mcreg_lib as mc
+from mcreg_lib import data
 
 
 def write_u_data(path, n_users=15, n_items=11, n_ratings=80, seed=0):
@@ -52,3 +54,18 @@ def test_load_movielens_rejects_bad_input(tmp_path):
     write_u_data(path)
     with pytest.raises(ValueError, match="test_fraction"):
         mc.data.load_movielens(path, test_fraction=1.0)
+
+
+def test_image_problem_scales_and_samples():
+    img = np.add.outer(np.arange(40.0), np.arange(30.0))
+    p = data.image_problem(img, size=16, fraction=0.25, seed=2, name="ramp")
+    assert p.shape == (16, 16) and p.n_observed == 64
+    assert float(p.target.square().mean()) == pytest.approx(1.0)
+    assert torch.equal(p.values, p.target[p.rows, p.cols])
+    assert p.info["image"] == "ramp"
+    q = data.image_problem(img, size=16, fraction=0.25, seed=2)
+    assert torch.equal(p.rows, q.rows) and torch.equal(p.cols, q.cols)
+    with pytest.raises(ValueError, match="fraction=0"):
+        data.image_problem(img, size=16, fraction=0.0)
+    with pytest.raises(ValueError, match="image="):
+        data.image_problem(np.zeros((4, 4, 3)), size=4)

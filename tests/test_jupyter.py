@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from mcreg_lib import chapters
+from mcreg_lib.book import run as chapters
 
 from .conftest import ROOT
 

@@ -28,13 +28,13 @@ def test_batched_metrics_match_single():
     assert torch.allclose(er, torch.stack([mc.effective_rank(w) for w in ws]))
 
 
-def test_relative_error_and_mask():
+def test_reconstruction_error_and_mask():
     t = torch.ones(2, 2, dtype=torch.float64)
     w = torch.tensor([[1.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
-    assert mc.relative_error(w, t).item() == pytest.approx(4.0 / 4.0)
+    assert mc.reconstruction_error(w, t).item() == pytest.approx(4.0 / 4.0)
     mask = torch.tensor([[0.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
-    assert mc.relative_error(w, t, mask).item() == pytest.approx(4.0)
-    assert mc.relative_error(t, t).item() == 0.0
+    assert mc.reconstruction_error(w, t, mask).item() == pytest.approx(4.0)
+    assert mc.reconstruction_error(t, t).item() == 0.0
 
 
 def test_balancedness_gap_definition():

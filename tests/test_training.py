@@ -242,8 +242,8 @@ def test_stop_plateau_is_validated_and_train_small_refuses_it():
         mc.fit(p, stop_plateau=-0.1, progress=False)
     with pytest.raises(ValueError, match="stop_plateau=2"):
         mc.fit(p, stop_plateau=2, progress=False)
-    from mcreg_lib import norms
+    from mcreg_lib import small
 
     q = mc.problem_from_observations([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2))
     with pytest.raises(ValueError, match="stop_plateau"):
-        norms.train_small(mc.grid(q, depth=2, lr=0.1, max_steps=10, dtype="float64", stop_plateau=1e-3))
+        small.train_small(mc.grid(q, depth=2, lr=0.1, max_steps=10, dtype="float64", stop_plateau=1e-3))

@@ -1,22 +1,24 @@
-"""Every chapter executes under papermill at small parameters, writes its claims, and the book builds with -W."""
+"""The papermill runner: every chapter executes at its preview parameters and writes its claims, the book builds with
+-W, the parameters cell and the rerun box come from the chapter's one declaration."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from mcreg_lib import chapters
+from mcreg_lib import chapters as chapter_modules
+from mcreg_lib.book import run as chapters
 
-from .chapter_params import SMALL
-from .conftest import ROOT
+from ..conftest import ROOT
 
 NAMES = chapters.chapter_names(ROOT)
 
 
-def test_every_chapter_has_small_parameters():
-    assert sorted(NAMES) == sorted(SMALL), "add the chapter's small parameters to tests/chapter_params.py"
+def test_every_chapter_of_the_toc_has_a_module():
+    assert sorted(NAMES) == sorted(chapter_modules.NAMES)
+    for name in NAMES:
+        assert chapter_modules.module(name).PARAMETERS.chapter == name
+    with pytest.raises(ValueError, match="chapter='nope' is not allowed"):
+        chapter_modules.module("nope")
 
 
 @pytest.mark.slow
@@ -28,6 +30,7 @@ def test_chapter_executes_and_writes_claims(small_book, name):
     data = json.loads((book / "_build" / "claims" / f"{name}.json").read_text())
     assert data["chapter"] == name
     assert data["claims"], "a chapter states at least one claim"
+    assert data["parameters"]["preview"] is True
     for claim in data["claims"]:
         assert set(claim) >= {"claim", "paper", "source", "ours", "holds"}
         assert isinstance(claim["holds"], bool)
@@ -54,7 +57,7 @@ def test_bad_chapter_name_is_a_clear_error():
 def test_bad_parameter_fails_at_the_first_cell(tmp_path):
     import papermill
 
-    with pytest.raises(papermill.PapermillExecutionError, match="depths"):
+    with pytest.raises(papermill.PapermillExecutionError, match=r"depths\[0\]=0 is not allowed"):
         chapters.execute("getting_started", {"depths": [0, 2], "claims_path": str(tmp_path / "c.json")},
                          tmp_path / "out.ipynb")
 
@@ -64,32 +67,31 @@ def test_parse_parameters():
         "n": 50, "depths": [2, 3], "dtype": "float64"}
 
 
-def test_parameters_table_and_rerun_box_come_from_the_parameters_cell():
-    rows = chapters.parameters("getting_started")
-    names = [r["name"] for r in rows]
-    assert names[:3] == ["n", "rank", "n_observed"] and "claims_path" in names
-    assert all(r["meaning"] and r["allowed"] for r in rows), "every parameter needs '# meaning [allowed]'"
-    box = chapters.rerun_box("getting_started", "-p n=50 -p depths=[2,3]")
-    assert 'make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"' in box
-    assert "-y '{n: 50, depths: [2,3]}'" in box
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_every_chapter_documents_its_parameters(name):
-    rows = chapters.parameters(name)
-    missing = [r["name"] for r in rows if not (r["meaning"] and r["allowed"])]
-    assert not missing, f"{name}: parameters without '# meaning [allowed values]': {missing}"
-    assert "claims_path" in [r["name"] for r in rows]
+def test_parameters_cell_is_the_declaration(name):
+    """The notebook's parameters cell is generated from the chapter's declaration (`python -m mcreg_lib.book
+    sync-parameters`); papermill must parse every line of it (a comment holding "=" would defeat it, and papermill
+    would warn "Unable to parse line" and call a reader's -p overrides unknown)."""
+    declared = chapters.declared(name)
+    assert chapters.parameters_cell(name) == declared.cell(), "run: python -m mcreg_lib.book sync-parameters"
+    namespace: dict = {}
+    exec(declared.cell(), namespace)  # noqa: S102 - the generated cell is plain assignments
+    assert {k: namespace[k] for k in declared.names} == declared.defaults()
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_papermill_reads_every_parameter(name, tmp_path):
-    """papermill must parse each line of the parameters cell (a comment holding "=" defeats it), or it warns
-    "Unable to parse line" at every run and calls a reader's -p overrides unknown parameters."""
     import jupytext
     import papermill
 
     path = tmp_path / f"{name}.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks" / f"{name}.md"), path)
-    found = set(papermill.inspect_notebook(str(path)))
-    assert found == {p["name"] for p in chapters.parameters(name)}
+    assert set(papermill.inspect_notebook(str(path))) == set(chapters.declared(name).names)
+
+
+def test_rerun_box_lists_the_declaration():
+    box = chapters.rerun_box("getting_started", "-p n=50 -p depths=[2,3]")
+    assert 'make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"' in box
+    assert "-y '{n: 50, depths: [2,3]}'" in box
+    for row in chapters.declared("getting_started").table():
+        assert f"| `{row['name']}` |" in box and row["allowed"] in box

@@ -84,7 +84,8 @@ class Claims:
         return sum(c.holds for c in self.items)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chapter": self.chapter, "title": self.title, "parameters": _plain(self.parameters),
+        params = {k: val for k, val in self.parameters.items() if k != "claims_path"}  # where, not what, it measured
+        return {"chapter": self.chapter, "title": self.title, "parameters": _plain(params),
                 "claims": [asdict(c) for c in self.items]}
 
     def write(self, path: str | os.PathLike[str]) -> Path:

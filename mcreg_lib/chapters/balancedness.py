@@ -1,8 +1,10 @@
-"""Balancedness (Du, Hu & Lee 2018): the quantities gradient flow conserves, and what gradient descent does to them.
+"""Chapter "Balancedness" (notebooks/balancedness.md), Du, Hu & Lee 2018: the quantities gradient flow conserves,
+and what gradient descent does to them.
 
 Layers follow the book's convention: ``layers[0]`` is W_1, the layer applied first, and W_j has shape
 (d_{j+1}, d_j). For adjacent layers the *balance matrix* is ``C_j = W_{j+1}^T W_{j+1} - W_j W_j^T`` (d_{j+1} x
-d_{j+1}); its Frobenius norm is :func:`mcreg_lib.metrics.balancedness_gaps`, the one definition of the gap. Its
+d_{j+1}, ``mcreg_lib.metrics.balance_matrix``); its Frobenius norm is ``mcreg_lib.metrics.balancedness_gaps``, the
+one definition of the gap, and ``metrics.relative_balancedness_gaps`` the gap relative to the layers' size. Its
 diagonal holds the per-unit differences ``||W_{j+1}[:, i]||^2 - ||W_j[i, :]||^2`` that gradient flow conserves in
 ReLU and leaky-ReLU networks too; its trace is ``||W_{j+1}||_F^2 - ||W_j||_F^2``.
 
@@ -27,9 +29,57 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import _validate as v
-from . import metrics
-from .training import log_steps
+from .. import _validate as v
+from .. import metrics, objective
+from ..training import log_steps
+
+from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, positive
+
+PARAMETERS = Parameters(
+    "balancedness",
+    integer("n", 30, "the hidden matrix is n x n (experiments 2-3)", minimum=2, preview=10,
+            group="deep linear experiments (2, 3): matrix completion, as in the other chapters"),
+    integer("rank", 3, "its rank", minimum=1, maximum="n", preview=2),
+    integer("n_observed", 450, "observed entries", minimum=1, maximum="n * n", preview=60),
+    integers("depths", [3, 4], "depths of the deep linear networks", minimum=2, preview=[2, 3]),
+    positive("init_scale", 1e-5, "scale of the small Gaussian initialization, end to end (experiment 3)"),
+    positive("lr", 1.0, "gradient-descent step on the mean squared error (experiment 3)"),
+    integer("max_steps", 10_000, "steps of experiment 3", minimum=10, preview=200),
+    positive("flow_time", 1000.0, "experiment 2: time horizon T, step size times steps", preview=20.0),
+    numbers("flow_lrs", [0.125, 0.25, 0.5, 1.0, 2.0], "experiment 2: step sizes compared over the same horizon",
+            minimum=0.0, maximum="flow_time", strict=True, sort="ascending",
+            rule=(lambda x, p: len(x) >= 2, "at least two different step sizes"), preview=[0.5, 1.0]),
+    integer("identity_instances", 20, "number of random (U, V, M*) instances", minimum=1, preview=3,
+            group="experiment 1: the exact identity on random instances"),
+    positive("identity_lr", 0.05, "the step eta"),
+    integer("relu_input_dim", 1000, "input dimension, x in R^relu_input_dim", minimum=1, preview=20,
+            group="experiment 4: ReLU / leaky-ReLU networks (P2's experiment)"),
+    integers("relu_widths", [100, 100], "hidden widths", minimum=1, preview=[8, 8]),
+    integer("relu_output_dim", 10, "output dimension", minimum=1, preview=3),
+    integer("relu_points", 200, "data points (the paper: 1000; see the text)", minimum=1, preview=30),
+    integer("relu_steps", 2000, "full-batch GD steps (the paper: 10,000; see the text)", minimum=10, preview=50),
+    positive("relu_lr", 1e-3, "GD step on 1/(2 n) sum of squared output errors"),
+    positive("relu_entry_std", 1e-2, "unbalanced init: every entry N(0, relu_entry_std^2) (P2: N(0, 1e-4))"),
+    positive("relu_target_rms", 15.0, "RMS of the teacher's targets"),
+    number("leaky_slope", 0.01, "negative-side slope of the leaky ReLU", minimum=0.0, maximum=1.0, strict=True),
+    integer("fact_rows", 20, "rows of M*", minimum=1, preview=6,
+            group="experiment 5: asymmetric factorization 1/2 ||U V^T - M*||^2, M* of unit Frobenius norm"),
+    integer("fact_cols", 15, "columns of M*", minimum=1, preview=5),
+    integer("fact_rank", 3, "rank of M*, and the width of U and V", minimum=1, maximum="min(fact_rows, fact_cols)",
+            preview=2),
+    positive("fact_init_scale", 1e-3, "U, V entries N(0, fact_init_scale^2)"),
+    positive("decay_lr0", 0.5, "decaying steps: eta_t is decay_lr0 (t + 1)^-(1/2 + decay_delta)"),
+    number("decay_delta", 0.1, "exponent offset delta of the decaying steps", minimum=0.0, maximum=0.5,
+           strict=True),
+    integer("decay_steps", 20_000, "steps of the decaying-step run", minimum=10, preview=200),
+    positive("rank1_lr", 0.2, "constant step for the rank-1 factorization"),
+    integer("rank1_steps", 300, "steps of the rank-1 run", minimum=10, preview=60),
+    integer("seed", 0, "seeds the problems and the data", minimum=0),
+    integers("seeds", [0, 1, 2], "seeds of the initializations (experiments 3 and 5; the first for 2 and 4)",
+             minimum=0, preview=[0, 1]),
+    dtype("float64", "floating-point type; float64 for conservation checks"),
+)
+
 
 RELU_INITS = ("balanced", "unbalanced")
 
@@ -38,9 +88,9 @@ RELU_INITS = ("balanced", "unbalanced")
 
 def _mark_diverged(loss: torch.Tensor, limit: torch.Tensor, active: torch.Tensor, diverged_at: list[int | None],
                    t: int, tensors: list[torch.Tensor]) -> None:
-    """Mark the active runs whose loss (B,) is non-finite or above ``limit`` as diverged at step t: record the step,
+    """Mark the active runs whose loss (B,) has diverged (``objective.is_diverged``) at step t: record the step,
     deactivate them and zero their rows of ``tensors``, so non-finite values never reach the rest of the batch."""
-    bad = (~torch.isfinite(loss) | (loss > limit)) & active.view(-1).bool()
+    bad = objective.is_diverged(loss, limit) & active.view(-1).bool()
     for b in bad.nonzero().view(-1).tolist():
         diverged_at[b] = t
         active[b] = 0.0
@@ -48,36 +98,13 @@ def _mark_diverged(loss: torch.Tensor, limit: torch.Tensor, active: torch.Tensor
             x[b] = 0.0
 
 
-def balance_matrix(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """``C_j = W_{j+1}^T W_{j+1} - W_j W_j^T`` for lower = W_j (..., d, d_in) and upper = W_{j+1} (..., d_out, d).
-
-    Shape (..., d, d). ``||C_j||_F`` is ``metrics.balancedness_gaps``; gradient flow keeps C_j constant (P2, Thm 2.2).
-    """
-    _check_pair(lower, upper)
-    return metrics.balance_matrix(lower, upper)
-
-
 def unit_balance(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """Per hidden unit i: ``||W_{j+1}[:, i]||^2 - ||W_j[i, :]||^2``, shape (..., d); the diagonal of C_j.
 
     Gradient flow conserves each entry in ReLU and leaky-ReLU networks (P2, Thm 2.1).
     """
-    _check_pair(lower, upper)
+    metrics.check_adjacent(lower, upper)
     return upper.square().sum(-2) - lower.square().sum(-1)
-
-
-def relative_gaps(layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """``||C_j||_F / (||W_{j+1}^T W_{j+1}||_F + ||W_j W_j^T||_F)`` for j = 1..N-1, each in [0, 1].
-
-    0 means perfectly balanced; 1 is the largest possible. Batched layers give one value per batch entry.
-    """
-    gaps = metrics.balancedness_gaps(layers)
-    out = []
-    for gap, lower, upper in zip(gaps, layers[:-1], layers[1:]):
-        scale = (torch.linalg.matrix_norm(upper.transpose(-2, -1) @ upper)
-                 + torch.linalg.matrix_norm(lower @ lower.transpose(-2, -1)))
-        out.append(gap / scale.clamp_min(torch.finfo(scale.dtype).tiny))
-    return out
 
 
 def step_identity(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor],
@@ -87,7 +114,7 @@ def step_identity(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor],
     For each adjacent pair j: the measured change of C_j (or of its diagonal, ``per_unit=True``, the form that holds
     for ReLU nets), the prediction ``D_{j+1}^T D_{j+1} - D_j D_j^T`` with ``D = after - before = -eta G``, and the
     error. ``scale`` is the size of the terms that cancel (``||C_j(before)|| + ||C_j(after)||`` summed over both
-    products), so ``error / scale`` is the error in units of the working precision. One row per pair.
+    products), so ``error_over_scale`` is the error in units of the working precision. One row per pair.
     """
     if len(before) != len(after) or len(before) < 2:
         v.fail("after", f"{len(after)} layers", f"as many layers as before ({len(before)}), at least 2")
@@ -101,8 +128,8 @@ def step_identity(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor],
             terms = [up.square().sum(-2), lo.square().sum(-1), up2.square().sum(-2), lo2.square().sum(-1)]
             norm = torch.linalg.vector_norm
         else:
-            measured = balance_matrix(lo2, up2) - balance_matrix(lo, up)
-            predicted = balance_matrix(d_lo, d_up)
+            measured = metrics.balance_matrix(lo2, up2) - metrics.balance_matrix(lo, up)
+            predicted = metrics.balance_matrix(d_lo, d_up)
             terms = [up.mT @ up, lo @ lo.mT, up2.mT @ up2, lo2 @ lo2.mT]
             norm = torch.linalg.matrix_norm
         error = float(norm(measured - predicted).max())
@@ -110,15 +137,10 @@ def step_identity(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor],
         first_order = float(norm(up.mT @ d_up + d_up.mT @ up).max()) if not per_unit else float(
             norm(2 * (up * d_up).sum(-2)).max())
         rows.append({"pair": j + 1, "change": float(norm(measured).max()), "predicted": float(norm(predicted).max()),
-                     "error": error, "scale": scale, "relative_error": error / max(scale, 1e-300),
+                     "error": error, "scale": scale, "error_over_scale": error / max(scale, 1e-300),
                      "first_order_term": first_order})
     return pd.DataFrame(rows)
 
-
-def _check_pair(lower: torch.Tensor, upper: torch.Tensor) -> None:
-    if lower.ndim < 2 or upper.ndim < 2 or upper.shape[-1] != lower.shape[-2]:
-        v.fail("layers", f"shapes {tuple(lower.shape)} and {tuple(upper.shape)}",
-               "adjacent layers W_j (d, d_in), W_{j+1} (d_out, d) with matching inner size d")
 
 
 # --- asymmetric matrix factorization 1/2 ||U V^T - M||_F^2 ---------------------------------------------------------
@@ -137,7 +159,7 @@ def factorization_identity(u: torch.Tensor, v_: torch.Tensor, target: torch.Tens
     """One GD step on ``1/2 ||U V^T - M||^2``: the measured change of ``U^T U - V^T V`` against P2's closed form.
 
     Returns change (Frobenius norm of the measured change), predicted, error ``||measured - predicted||_F``, scale
-    (``||U^T U|| + ||V^T V|| + ||U'^T U'|| + ||V'^T V'||``, the size of the terms that cancel), relative_error
+    (``||U^T U|| + ||V^T V|| + ||U'^T U'|| + ||V'^T V'||``, the size of the terms that cancel), error_over_scale
     (error / scale) and first_order_term (``||eta (U^T R V + V^T R^T U)||_F``, what would remain without cancellation).
     """
     lr = v.positive("lr", lr)
@@ -151,7 +173,7 @@ def factorization_identity(u: torch.Tensor, v_: torch.Tensor, target: torch.Tens
     error = float(norm(measured - predicted))
     scale = float(norm(u.mT @ u) + norm(v_.mT @ v_) + norm(u2.mT @ u2) + norm(v2.mT @ v2))
     return {"change": float(norm(measured)), "predicted": float(norm(predicted)), "error": error, "scale": scale,
-            "relative_error": error / max(scale, 1e-300),
+            "error_over_scale": error / max(scale, 1e-300),
             "first_order_term": float(norm(lr * (u.mT @ r @ v_ + v_.mT @ r.mT @ u)))}
 
 
@@ -202,7 +224,7 @@ def train_factorization(
 
     target M: (n1, n2); width k: columns of U (n1, k) and V (n2, k); steps eta_t from :func:`lr_schedule`. A run whose
     loss turns non-finite or exceeds ``divergence_factor`` times its start is stopped and reported (``diverged``).
-    History columns: seed, step, lr, loss, relative_error ``||UV^T - M||_F / ||M||_F``, u_sq_norm, v_sq_norm,
+    History columns: seed, step, lr, loss, relative_residual ``||UV^T - M||_F / ||M||_F``, u_sq_norm, v_sq_norm,
     gap ``||U^T U - V^T V||_F``, relative_gap.
     """
     if target.ndim != 2:
@@ -232,16 +254,16 @@ def train_factorization(
         r = u @ vv.mT - m
         loss = 0.5 * r.square().sum((-2, -1))
         if limit is None:
-            limit = divergence_factor * loss.clamp_min(1.0)
+            limit = objective.divergence_limit(loss, divergence_factor)
         _mark_diverged(loss, limit, active, diverged_at, t, [u, vv])
         if t in logged:
             layers = [vv.mT, u]
             gap = metrics.balancedness_gaps(layers)[0]
-            rel = relative_gaps(layers)[0]
+            rel = metrics.relative_balancedness_gaps(layers)[0]
             for b, s in enumerate(seeds):
                 if diverged_at[b] is None:
                     rows.append({"seed": s, "step": t, "lr": float(lrs[t]) if t < steps else float("nan"),
-                                 "loss": float(loss[b]), "relative_error": math.sqrt(2 * float(loss[b])) / m_norm,
+                                 "loss": float(loss[b]), "relative_residual": math.sqrt(2 * float(loss[b])) / m_norm,
                                  "u_sq_norm": float(u[b].square().sum()), "v_sq_norm": float(vv[b].square().sum()),
                                  "gap": float(gap[b]), "relative_gap": float(rel[b])})
         if t == steps or not bool(active.any()):
@@ -254,33 +276,13 @@ def train_factorization(
         h = history[history.seed == s]
         first, last = h.iloc[0], h.iloc[-1]
         summary.append({"seed": s, "diverged": diverged_at[b] is not None, "diverged_at": diverged_at[b],
-                        "steps": int(last.step), "final_loss": last.loss, "final_relative_error": last.relative_error,
+                        "steps": int(last.step), "final_loss": last.loss, "final_relative_residual": last.relative_residual,
                         "initial_gap": first.gap, "final_gap": last.gap, "max_gap": h.gap.max(),
                         "final_relative_gap": last.relative_gap, "u_sq_norm": last.u_sq_norm,
                         "v_sq_norm": last.v_sq_norm})
     params = {"width": width, "init_scale": init_scale, "lr0": lr0, "delta": delta, "steps": steps,
               "seeds": seeds, "dtype": str(dtype).removeprefix("torch.")}
     return FactorizationResult(history, u, vv, pd.DataFrame(summary), params)
-
-
-def log_linear_rate(steps: np.ndarray, losses: np.ndarray) -> dict[str, float]:
-    """Least-squares fit ``log(loss) = a + b * step``: returns slope b (per step), rate ``exp(b)`` and r_squared."""
-    steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
-    if steps.size < 3 or steps.size != losses.size or np.any(losses <= 0) or not np.all(np.isfinite(losses)):
-        v.fail("losses", f"{losses.size} values", "at least 3 positive finite losses, one per step")
-    y = np.log(losses)
-    b, a = np.polyfit(steps, y, 1)
-    resid = y - (a + b * steps)
-    r2 = 1.0 - resid.var() / max(y.var(), 1e-300)
-    return {"slope": float(b), "rate": float(math.exp(b)), "r_squared": float(r2)}
-
-
-def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Slope of the least-squares line through (log x, log y); all values must be positive and finite."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.size < 2 or x.size != y.size or np.any(x <= 0) or np.any(y <= 0) or not np.all(np.isfinite(y)):
-        v.fail("y", list(y), "at least 2 positive finite values, one per x")
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 # --- fully connected ReLU / leaky-ReLU networks -------------------------------------------------------------------
@@ -400,7 +402,7 @@ def train_relu_nets(
     for t in range(steps + 1):
         loss, grads = relu_loss_and_grads(x, y, layers, s_t)
         if limit is None:
-            limit = divergence_factor * loss.clamp_min(1.0)
+            limit = objective.divergence_limit(loss, divergence_factor)
         _mark_diverged(loss, limit, active, diverged_at, t, layers)
         if t in logged:
             sq = [layer.square().sum((-2, -1)) for layer in layers]
@@ -439,7 +441,7 @@ def layer_checkpoints(problem, checkpoints: Sequence[int], seeds: Sequence[int] 
     (metrics.balancedness_gaps), relative_gap, sq_norm_lower ``||W_j||_F^2``, sq_norm_upper ``||W_{j+1}||_F^2``,
     train_loss, stop_reason, diverged.
     """
-    from .training import RunConfig, train
+    from ..training import RunConfig, train
 
     checkpoints = sorted(set(v.int_list("checkpoints", checkpoints, 0)))
     seeds = v.int_list("seeds", seeds, 0)
@@ -451,7 +453,7 @@ def layer_checkpoints(problem, checkpoints: Sequence[int], seeds: Sequence[int] 
     rows = []
     for (s, c), run in zip(pairs, runs):
         gaps = metrics.balancedness_gaps(run.layers)
-        rel = relative_gaps(run.layers)
+        rel = metrics.relative_balancedness_gaps(run.layers)
         for j, (gap, r) in enumerate(zip(gaps, rel), start=1):
             rows.append({"seed": s, "step": c, "pair": j, "gap": float(gap), "relative_gap": float(r),
                          "sq_norm_lower": float(run.layers[j - 1].square().sum()),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mcreg_lib as mc
-from mcreg_lib.claims import read_claims
+from mcreg_lib.book.claims import read_claims
 
 
 def test_claims_roundtrip_and_failures_kept(tmp_path):

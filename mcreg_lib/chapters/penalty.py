@@ -1,41 +1,89 @@
-"""The explicit penalty of Zhao (2022): why it needs Adam, and how it compares with classic completion methods.
+"""Chapter "The explicit penalty needs Adam" (notebooks/penalty.md): Zhao 2022.
 
 The ratio penalty ``R(W) = ||W||_* / ||W||_F`` (mcreg_lib.penalties) is invariant to the scale of W, so
 ``<grad R(W), W> = 0`` and ``||grad R(cW)||_F = ||grad R(W)||_F / c``. The helpers here measure that, trace the step
-the penalty makes under a given optimizer, build inpainting problems from real images, run the classic baselines
-over many problems, and read recovery thresholds off a table of runs.
+the penalty makes under a given optimizer, and label the chapter's runs:
 
-    table = explicit.scale_check(w, scales=[1e-2, 1, 1e2])        # penalty, gradient norm, cosine with W
-    trace = explicit.trace_penalty_step(problem, "adam", lr=3e-3, penalty_weight=1e-3, max_steps=2000)
-    prob  = explicit.image_problem(skimage.data.camera(), size=64, fraction=0.5, seed=0)
-    base  = explicit.baselines_table([prob1, prob2], methods=("soft_impute",))
-    explicit.recovery_threshold(table, by=["method"], tol=1e-2)
+    table = penalty.scale_check(w, scales=[1e-2, 1, 1e2])        # penalty, gradient norm, cosine with W
+    trace = penalty.trace_penalty_step(problem, "adam", lr=3e-3, penalty_weight=1e-3, max_steps=2000)
+    spec = penalty.penalty_grid(problem, lrs={"adam": 1e-3, "gd": 3.0}, penalty_weights=[0, 1e-3], seed=[0, 1])
+
+Image problems are ``mcreg_lib.data.image_problem``; the classic baselines over many problems
+``mcreg_lib.baselines.table``; recovery thresholds ``mcreg_lib.analysis.recovery_threshold``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from . import _validate as v
-from . import baselines, models, optimizers, penalties
-from .metrics import relative_error
-from .problems import Problem, problem_from_observations
-from .training import log_steps
+from .. import _validate as v
+from .. import models, optimizers, penalties
+from ..metrics import reconstruction_error
+from ..problems import Problem
+from ..training import log_steps
 
-METHODS = ("nuclear_norm_minimization", "soft_impute")
+from ..book.parameters import (Parameters, choice, dtype, integer, integers, mapping, number, numbers, path,
+                               positive)
+from ..optimizers import OPTIMIZERS
+
+IMAGES = ("camera", "moon", "coins", "text", "brick", "grass", "gravel", "page", "clock")
+
+PARAMETERS = Parameters(
+    "penalty",
+    integer("n", 100, "the main instance: an n x n matrix", minimum=2, preview=16),
+    integer("rank", 5, "the main instance's rank", minimum=1, maximum="n", preview=2),
+    integer("n_observed", 2000, "the main instance's observed entries (sections 1, 2 and 7's comparison)",
+            minimum=1, maximum="n * n", preview=120),
+    positive("init_scale", 1e-3, "scale of the initialization (end-to-end)"),
+    positive("penalty_weight", 1e-3, "lambda of eq. (pen-objective) for the main runs"),
+    positive("adam_lr", 3e-3, "Adam's step (PyTorch defaults otherwise)"),
+    positive("gd_lr", 3.0, "gradient descent's step on the mean squared error"),
+    positive("deep_gd_lr", 10.0, "the step of depth-3 gradient descent in section 6"),
+    integer("max_steps", 12_000, "steps of every penalized run (each needs a matrix decomposition)", minimum=1,
+            preview=150),
+    integer("gd_max_steps", 30_000, "steps of gradient descent without the penalty (stops at stop_loss)",
+            minimum=1, preview=200),
+    number("stop_loss", 1e-6, "runs without the penalty stop at this training loss", minimum=0.0),
+    integers("seeds", [0, 1, 2], "seeds of the comparison with classic methods (problem and initialization)",
+             minimum=0),
+    integers("n_observed_grid", [1500, 2000, 3000], "numbers of observed entries compared with classic methods",
+             minimum=1, maximum="n * n", sort="ascending", preview=[50, 120]),
+    positive("recovery_tol", 1e-2, "recovered: error on unobserved entries below this, for every seed"),
+    positive("nnm_eps", 1e-3, "SCS tolerance of nuclear-norm minimization (1e-6 is the library default)"),
+    integer("trace_steps", 2000, "steps of the traced runs of section 2", minimum=2, preview=30),
+    integer("sweep_n", 50, "the sweep instance (sections 3-5): a smaller matrix, so the sweeps fit the budget",
+            minimum=2, preview=12),
+    integer("sweep_rank", 3, "rank of the sweep instance", minimum=1, maximum="sweep_n", preview=2),
+    integer("sweep_n_observed", 600, "observed entries of the sweep instance", minimum=1,
+            maximum="sweep_n * sweep_n", preview=70),
+    integers("depths", [1, 2, 3], "depths of section 3", minimum=1, sort="ascending", preview=[1, 2]),
+    numbers("penalty_weights", [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], "lambdas of section 4", minimum=0.0, strict=True,
+            sort="ascending", preview=[1e-3, 1e-1]),
+    numbers("adam_lrs", [1e-3, 3e-3], "Adam steps of section 4", minimum=0.0, strict=True, sort="ascending",
+            preview=[3e-3]),
+    mapping("optimizer_lrs", {"adam": 3e-3, "adamw": 3e-3, "rmsprop": 1e-3, "adagrad": 0.1, "sgd_momentum": 0.3,
+                              "normalized_gd": 1e-2, "gd": 3.0},
+            "section 5: each optimizer with its step", keys=OPTIMIZERS, preview={"adam": 3e-3, "gd": 3.0}),
+    choice("image", "camera", "a scikit-image sample image (no download)", choices=IMAGES),
+    integer("image_size", 64, "the image is downscaled to image_size x image_size", minimum=4, maximum=256,
+            preview=12),
+    number("image_fraction", 0.5, "fraction of its pixels observed", minimum=0.0, maximum=1.0, strict=True),
+    path("movielens_path", None, "path to MovieLens-100K's u.data; None skips the MovieLens section",
+         optional=True),
+    integer("movielens_steps", 2000, "steps of the MovieLens runs", minimum=1, preview=20),
+    dtype("float32", "floating-point type of training"),
+)
 
 
 def penalty_grid(problems: Problem | Sequence[Problem], *, lrs: dict[str, float], penalty_weights: Sequence[float],
                  **axes: Any) -> list:
     """A sweep spec (for ``mc.sweep``): each optimizer of ``lrs`` with its own learning rate, times each penalty
     weight (0 means no penalty; a positive weight the ratio penalty), times the other ``axes`` of ``mc.grid``."""
-    from .sweeps import grid
+    from ..sweeps import grid
 
     if not isinstance(lrs, dict) or not lrs:
         v.fail("lrs", lrs, "a non-empty dict {optimizer: learning rate}")
@@ -135,93 +183,9 @@ def trace_penalty_step(
                 "gd_penalty_step": lr * penalty_weight * float(torch.linalg.matrix_norm(pen_grad[0] * unobserved[0])),
                 "relative_step": step / fro, "frobenius_norm": fro,
                 "penalty_grad_norm": float(torch.linalg.matrix_norm(pen_grad[0])),
-                "error_unobserved": float(relative_error(before[0], target, unobserved[0])),
+                "error_unobserved": float(reconstruction_error(before[0], target, unobserved[0])),
             })
     return pd.DataFrame(rows)
-
-
-def image_problem(image: Any, size: int = 64, fraction: float = 0.5, seed: int = 0, *,
-                  name: str = "image") -> Problem:
-    """Inpainting as completion: a grayscale image resized to ``size x size`` (anti-aliased), scaled to RMS pixel 1
-    (the book's convention for targets), with a seeded uniform ``fraction`` of its pixels observed.
-
-    image: a 2-D array (e.g. ``skimage.data.camera()``). The full scaled image is the problem's target, so
-    ``error_unobserved`` is the relative error on the missing pixels.
-    """
-    from skimage.transform import resize
-
-    arr = np.asarray(image)
-    if arr.ndim != 2:
-        v.fail("image", f"array of shape {arr.shape}", "a 2-D grayscale image")
-    if not np.all(np.isfinite(arr.astype(np.float64))):
-        v.fail("image", "array with NaN or infinite values", "finite pixel values")
-    size = v.integer("size", size, 2)
-    fraction = v.real("fraction", fraction, 0.0, 1.0, strict_minimum=True)
-    seed = v.integer("seed", seed, 0)
-    small = resize(arr.astype(np.float64), (size, size), anti_aliasing=True)
-    rms = math.sqrt(float(np.mean(small**2)))
-    if rms == 0.0:
-        v.fail("image", "an all-zero image", "an image with some non-zero pixel")
-    target = small / rms
-    n_obs = max(1, int(round(fraction * size * size)))
-    g = torch.Generator().manual_seed(seed)
-    flat = torch.randperm(size * size, generator=g)[:n_obs].sort().values.numpy()
-    rows, cols = flat // size, flat % size
-    info = {"maker": "image_problem", "image": name, "size": size, "fraction": fraction, "seed": seed,
-            "n_observed": n_obs}
-    return problem_from_observations(rows, cols, target[rows, cols], (size, size), target=target, info=info)
-
-
-def baselines_table(problems: Sequence[Problem], methods: Sequence[str] = METHODS,
-                    options: dict[str, dict[str, Any]] | None = None, *, keep_matrices: bool = False) -> pd.DataFrame:
-    """Run each classic method of ``methods`` on each problem; one row per (problem, method) with the problem's
-    parameters (``problem_*``), the method, and the same metrics as trained runs (error_unobserved, ...).
-    ``keep_matrices`` adds a column ``matrix`` with each completed (n_rows, n_cols) float64 tensor."""
-    if isinstance(methods, (str, dict)):
-        v.fail("methods", methods, f"a list of method names from {METHODS} (pass options by keyword)")
-    methods = [v.choice("methods", m, METHODS) for m in methods]
-    if not methods:
-        v.fail("methods", methods, f"a non-empty list of {METHODS}")
-    options = options or {}
-    rows = []
-    for problem in problems:
-        if not isinstance(problem, Problem):
-            v.fail("problems", problem, "a list of mcreg_lib Problems")
-        for method in methods:
-            result = getattr(baselines, method)(problem, **options.get(method, {}))
-            row = {f"problem_{k}": val for k, val in problem.info.items()}
-            row.update(result.summary)
-            row["method"] = method
-            if keep_matrices:
-                row["matrix"] = result.matrix
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def recovery_threshold(table: pd.DataFrame, *, by: Sequence[str], x: str = "problem_n_observed",
-                       y: str = "error_unobserved", tol: float = 1e-2) -> pd.DataFrame:
-    """For each group of ``by``: the smallest x from which on every run (every seed, every larger x of the grid)
-    has ``y < tol`` and did not diverge; NaN where no x qualifies. Columns: ``by``, threshold, recovered_fraction."""
-    tol = v.positive("tol", tol)
-    missing = [c for c in [*by, x, y] if c not in table.columns]
-    if missing:
-        v.fail("table", f"a table without columns {missing}", f"a table with columns {[*by, x, y]}")
-    t = table.copy()
-    ok = (t[y] < tol) & np.isfinite(t[y])
-    if "diverged" in t.columns:
-        ok &= ~t["diverged"].fillna(False).astype(bool)
-    t["_ok"] = ok
-    out = []
-    for key, group in t.groupby(list(by), sort=False):
-        per_x = group.groupby(x)["_ok"].all().sort_index()
-        threshold = math.nan
-        for xv in per_x.index[::-1]:  # walk down from the largest x while every run recovers
-            if not per_x[xv]:
-                break
-            threshold = float(xv)
-        key = key if isinstance(key, tuple) else (key,)
-        out.append({**dict(zip(by, key)), "threshold": threshold, "recovered_fraction": float(group["_ok"].mean())})
-    return pd.DataFrame(out)
 
 
 def outcome(table: pd.DataFrame, y: str = "error_unobserved", fmt: str = "{:.2g}") -> pd.Series:

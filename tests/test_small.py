@@ -1,13 +1,12 @@
-"""mcreg_lib.norms: P4's problem and conventions, the compiled small-matrix trainer against mc.fit, min-norm search."""
-
-import math
+"""mcreg_lib.small: the compiled small-matrix trainer against mc.fit (iterates, stop rules, divergence, det flips)."""
 
 import numpy as np
 import pytest
 import torch
 
 import mcreg_lib as mc
-from mcreg_lib import norms
+from mcreg_lib.small import train_small
+from mcreg_lib.chapters import norms
 
 P4_LR = norms.mse_lr(3e-3, 3)
 
@@ -18,51 +17,22 @@ def _spec(problem, **axes):
     return mc.grid(problem, **base)
 
 
-def test_p4_problem_and_conventions():
-    p = norms.p4_problem()
-    assert p.shape == (2, 2) and p.n_observed == 3
-    assert p.observed_matrix().tolist() == [[0.0, 1.0], [1.0, 0.0]]
-    assert p.mask().tolist() == [[0.0, 1.0], [1.0, 1.0]]
-    q = norms.p4_problem(-2, 0.5, 0.05)
-    assert q.observed_matrix().tolist() == [[0.0, -2.0], [0.5, 0.05]]
-    assert norms.mse_lr(3e-3, 3) == pytest.approx(4.5e-3)
-    assert norms.p4_loss(norms.mse_loss(1e-4, 3), 3) == pytest.approx(1e-4)
-    with pytest.raises(ValueError, match="w22=nan is not allowed"):
-        norms.p4_problem(1, 1, float("nan"))
-    with pytest.raises(ValueError, match="p4_lr=-1"):
-        norms.mse_lr(-1, 3)
-
-
-def test_w11_bound():
-    # P4's bound (1 - sqrt(2l))^2 / sqrt(2l): 68.7 at l = 1e-4 (PAPERS.md)
-    assert float(norms.w11_lower_bound(1e-4)) == pytest.approx(68.72, abs=0.01)
-    d = math.sqrt(2e-6)
-    assert float(norms.w11_lower_bound(1e-6, -2, 0.5, 0.01)) == pytest.approx((2 - d) * (0.5 - d) / (0.01 + d))
-    assert float(norms.w11_lower_bound(1.0)) == 0.0  # vacuous: delta >= 1
-    # any W with det > 0 on the original problem has |w11| at least the bound of its loss
-    g = np.random.default_rng(0)
-    w = g.normal(size=(10_000, 2, 2)) * [[30, 1.2], [1.2, 0.2]]
-    w = w[np.linalg.det(w) > 0]
-    loss = 0.5 * ((w[:, 0, 1] - 1) ** 2 + (w[:, 1, 0] - 1) ** 2 + w[:, 1, 1] ** 2)
-    assert np.all(np.abs(w[:, 0, 0]) >= norms.w11_lower_bound(loss) - 1e-12)
-
-
 @pytest.mark.parametrize("depth,init,det_sign", [(1, "gaussian", None), (2, "balanced", 1), (3, "gaussian", -1),
                                                   (4, "balanced", 1)])
 def test_train_small_matches_fit(depth, init, det_sign):
     p = norms.p4_problem()
     kw = dict(depth=depth, init=init, init_scale=0.05, det_sign=det_sign, seed=3)
     run = mc.fit(p, optimizer="gd", lr=P4_LR * 20, max_steps=2000, stop_loss=0.0, dtype="float64", **kw)
-    small = norms.train_small(_spec(p, lr=P4_LR * 20, **kw))
+    small = train_small(_spec(p, lr=P4_LR * 20, **kw))
     assert torch.allclose(small.matrices[0], run.matrix, rtol=0, atol=1e-12)
     for a, b in zip(small.layers[0], run.layers):
         assert torch.allclose(a, b, rtol=0, atol=1e-12)
     h = small.histories
     assert h["step"].tolist() == run.history["step"].tolist()
     np.testing.assert_allclose(h["train_loss"], run.history["train_loss"], rtol=1e-10, atol=1e-15)
-    np.testing.assert_allclose(h["nuclear"], run.history["nuclear_norm"], rtol=1e-10)
+    np.testing.assert_allclose(h["nuclear_norm"], run.history["nuclear_norm"], rtol=1e-10)
     np.testing.assert_allclose(h["effective_rank"], run.history["effective_rank"], rtol=1e-10)
-    np.testing.assert_allclose(h["loss_p4"], 1.5 * h["train_loss"])
+    
     w = torch.tensor(h[["w11", "w12", "w21", "w22"]].to_numpy()).view(-1, 2, 2)
     np.testing.assert_allclose(h["det"], torch.linalg.det(w).numpy(), rtol=1e-9, atol=1e-15)
 
@@ -71,7 +41,7 @@ def test_train_small_3x3_and_stop_rules_match_fit():
     p = mc.completion_problem(n=3, rank=1, n_observed=6, seed=1)
     kw = dict(depth=3, init="gaussian", init_scale=0.1, seed=0, lr=0.5)
     run = mc.fit(p, optimizer="gd", max_steps=20_000, stop_loss=1e-8, dtype="float64", **kw)
-    small = norms.train_small(_spec(p, max_steps=20_000, stop_loss=1e-8, **kw))
+    small = train_small(_spec(p, max_steps=20_000, stop_loss=1e-8, **kw))
     row = small.table.iloc[0]
     assert row["stop_reason"] == run.summary["stop_reason"] == "stop_loss"
     assert row["steps"] == run.summary["steps"]
@@ -80,7 +50,7 @@ def test_train_small_3x3_and_stop_rules_match_fit():
     assert small.histories["det"].iloc[-1] == pytest.approx(float(torch.linalg.det(w.view(3, 3))), abs=1e-12)
     # divergence is detected at the same step as mc.fit
     run = mc.fit(p, optimizer="gd", depth=2, lr=50.0, init_scale=1.0, max_steps=500, dtype="float64")
-    small = norms.train_small(_spec(p, depth=2, lr=50.0, init_scale=1.0, max_steps=500))
+    small = train_small(_spec(p, depth=2, lr=50.0, init_scale=1.0, max_steps=500))
     assert run.summary["diverged"] and small.table.loc[0, "diverged"]
     assert small.table.loc[0, "diverged_at"] == run.summary["diverged_at"]
 
@@ -105,7 +75,7 @@ def _reference_flips(p, depth, steps, **kw):
 def test_det_flip_detection_matches_a_reference_loop():
     p = norms.p4_problem()
     kw = dict(init="balanced", init_scale=8e-3 * 2**0.5, seed=0, det_sign=1)
-    small = norms.train_small(_spec(p, depth=2, max_steps=6000, **kw))
+    small = train_small(_spec(p, depth=2, max_steps=6000, **kw))
     first, count = _reference_flips(p, 2, 6000, **kw)
     assert first > 0, "the reference loop flips det at depth 2 (PAPERS.md pitfall)"
     assert small.table.loc[0, "first_flip"] == first and small.table.loc[0, "n_flips"] == count
@@ -116,8 +86,8 @@ def test_det_flip_detection_matches_a_reference_loop():
 def test_batch_of_mixed_depths_is_deterministic_and_serial_equals_parallel():
     p = norms.p4_problem()
     spec = _spec(p, depth=[2, 3, 4], init="gaussian", init_scale=1e-3, seed=[0, 1], det_sign=1, max_steps=3000)
-    a = norms.train_small(spec)
-    b = norms.train_small(spec, parallel=False)
+    a = train_small(spec)
+    b = train_small(spec, parallel=False)
     assert torch.equal(a.matrices, b.matrices)
     assert a.table["depth"].tolist() == [2, 2, 3, 3, 4, 4]
     assert set(a.histories["run"]) == set(range(6))
@@ -126,55 +96,22 @@ def test_batch_of_mixed_depths_is_deterministic_and_serial_equals_parallel():
 def test_train_small_rejects_what_it_does_not_do():
     p = norms.p4_problem()
     with pytest.raises(ValueError, match="dtype='float32' is not allowed"):
-        norms.train_small(mc.grid(p, depth=2, dtype="float32"))
+        train_small(mc.grid(p, depth=2, dtype="float32"))
     with pytest.raises(ValueError, match="optimizer='adam'"):
-        norms.train_small(mc.grid(p, depth=2, optimizer="adam", dtype="float64"))
+        train_small(mc.grid(p, depth=2, optimizer="adam", dtype="float64"))
     with pytest.raises(ValueError, match="square completion problem of size at most 8"):
-        norms.train_small(mc.grid(mc.completion_problem(n=10, rank=1, n_observed=20), dtype="float64"))
+        train_small(mc.grid(mc.completion_problem(n=10, rank=1, n_observed=20), dtype="float64"))
     with pytest.raises(ValueError, match="depth=0"):
-        norms.train_small(mc.grid(p, depth=0, dtype="float64"))
+        train_small(mc.grid(p, depth=0, dtype="float64"))
     with pytest.raises(ValueError, match="spec is empty"):
-        norms.train_small([])
-
-
-def test_min_norm_completion():
-    w, val = norms.min_norm_completion(1, 1, 0, "nuclear")  # sqrt(w^2 + 4), smallest at w = 0
-    assert w == pytest.approx(0.0, abs=1e-6) and val == pytest.approx(2.0, abs=1e-9)
-    w, val = norms.min_norm_completion(-2, 0.5, 0.1, "frobenius")
-    assert w == pytest.approx(0.0, abs=1e-6) and val == pytest.approx(math.sqrt(4.26), abs=1e-9)
-    # restricted to det < 0 the perturbed problem needs w11 < -1/eps
-    w, val = norms.min_norm_completion(-2, 0.5, 0.1, "frobenius", sign=-1)
-    assert w < -10.0 and val > 10.0
-    with pytest.raises(ValueError, match="no completion with det of sign 1"):
-        norms.min_norm_completion(1, 1, 0, "nuclear", sign=1)  # every completion has det -1
-    with pytest.raises(ValueError, match="norm='max'"):
-        norms.min_norm_completion(1, 1, 0, "max")
-
-
-def test_norms_of_uses_the_library_metrics():
-    w = torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
-    out = norms.norms_of(w)
-    assert float(out["frobenius"]) == pytest.approx(5.0)
-    assert float(out["nuclear"]) == pytest.approx(7.0)
-    assert float(out["spectral"]) == pytest.approx(4.0)
-    assert float(out["schatten_half"]) == pytest.approx((3**0.5 + 2.0) ** 2)
-
-
-def test_p4_init_scale_reproduces_p4_stds():
-    for depth in (2, 3, 4):
-        s = norms.p4_init_scale("gaussian", 8e-3, depth)
-        layers = [mc.models.init_layers((2, 2), depth, "gaussian", s, seed)[0] for seed in range(3000)]
-        assert float(torch.stack(layers).std()) == pytest.approx(8e-3, rel=0.05)
-    s = norms.p4_init_scale("balanced", 8e-3, 3)
-    w = torch.stack([mc.end_to_end(mc.models.init_layers((2, 2), 3, "balanced", s, seed)) for seed in range(3000)])
-    assert float(w.std()) == pytest.approx(8e-3, rel=0.05)
+        train_small([])
 
 
 def test_loss_based_logging_adds_rows_where_the_loss_falls():
     p = norms.p4_problem()
     spec = _spec(p, depth=3, init="balanced", init_scale=1e-2, det_sign=1, max_steps=5000)
-    plain = norms.train_small(spec).histories
-    dense = norms.train_small(spec, loss_logs_per_decade=20).histories
+    plain = train_small(spec).histories
+    dense = train_small(spec, loss_logs_per_decade=20).histories
     assert set(plain["step"]) <= set(dense["step"]) and len(dense) > len(plain)
     np.testing.assert_allclose(dense.set_index("step").loc[plain["step"], "train_loss"], plain["train_loss"])
     # a row is logged as soon as the loss is 10^(-1/20) times the last logged one; one step of this smooth run
@@ -184,4 +121,13 @@ def test_loss_based_logging_adds_rows_where_the_loss_falls():
     assert np.all(loss[1:] >= loss[:-1] * 10 ** (-2 / 20))
     assert not np.all(plain["train_loss"].to_numpy()[1:] >= plain["train_loss"].to_numpy()[:-1] * 10 ** (-2 / 20))
     with pytest.raises(ValueError, match="loss_logs_per_decade=-1"):
-        norms.train_small(spec, loss_logs_per_decade=-1)
+        train_small(spec, loss_logs_per_decade=-1)
+
+
+def test_metrics_norms_spell_each_norm_once():
+    w = torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    out = mc.metrics.norms(w)
+    assert float(out["frobenius_norm"]) == pytest.approx(5.0)
+    assert float(out["nuclear_norm"]) == pytest.approx(7.0)
+    assert float(out["spectral_norm"]) == pytest.approx(4.0)
+    assert float(out["schatten_half_norm"]) == pytest.approx((3**0.5 + 2.0) ** 2)

@@ -1,6 +1,6 @@
 """The claims ledger: one page, built from the claims JSON that every chapter writes when it runs.
 
-    python -m mcreg_lib.ledger _build/claims book/_generated
+    python -m mcreg_lib.book.ledger _build/claims book
 
 writes ``claims_ledger.md`` (the ledger page, in the book's table of contents) and ``claims_summary.md`` (the line
 on the book's first page). A claim that does not hold is listed as not holding; a chapter in the table of contents
@@ -35,7 +35,7 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
     claims_dir, out_dir = Path(claims_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if chapters is None:
-        from .chapters import chapter_names
+        from .run import chapter_names
 
         chapters = chapter_names()
     found = {p.stem: json.loads(p.read_text()) for p in sorted(claims_dir.glob("*.json"))}
@@ -76,7 +76,7 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m mcreg_lib.ledger CLAIMS_DIR OUT_DIR", file=sys.stderr)
+        print("usage: python -m mcreg_lib.book.ledger CLAIMS_DIR OUT_DIR", file=sys.stderr)
         return 2
     holding, total = write_ledger(args[0], args[1])
     print(f"claims ledger: {holding} of {total} claims hold -> {Path(args[1]) / 'claims_ledger.md'}")

@@ -1,4 +1,4 @@
-"""Depth and the low-rank bias (Arora, Cohen, Hu & Luo 2019): the chapter's logic beyond training.
+"""Chapter "Depth and the low-rank bias" (notebooks/depth.md): Arora, Cohen, Hu & Luo 2019.
 
 * :func:`flow_check` runs plain gradient descent on ``W = W_N ... W_1`` and, at chosen steps, measures both sides of
   P3's singular-value dynamics (their Theorem 3, balanced initialization)::
@@ -8,37 +8,75 @@
   The left side is the one-step finite difference ``(sigma_r(t+1) - sigma_r(t)) / lr`` of the real run; the right
   side is evaluated at step t from W's SVD and the end-to-end gradient. It also records how far the gradient is
   from diagonal in W's singular basis.
-* :func:`recovery_threshold`: the smallest number of observations from which a method recovers, read off a sweep.
-* :func:`spread`: mean and spread over seeds of one metric.
+* :func:`flow_agreement`: the relative error of the theory along the run.
+
+Recovery thresholds, spreads over seeds and degrees of freedom are ``mcreg_lib.analysis``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import _validate as v
-from . import metrics, models
-from .problems import Problem
+from .. import _validate as v
+from .. import metrics, models, objective
+from ..problems import Problem
 
+from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, path, positive
 
-def degrees_of_freedom(n_rows: int, n_cols: int, rank: int) -> int:
-    """``r (n_rows + n_cols - r)``: the dimension of the rank-r matrices; ``r (2n - r)`` for a square matrix."""
-    return int(rank * (n_rows + n_cols - rank))
+PARAMETERS = Parameters(
+    "depth",
+    integer("n", 100, "the hidden matrix is n x n", minimum=2, preview=20),
+    integer("rank", 5, "its rank", minimum=1, maximum="n", preview=2),
+    integer("n_observed", 2000, "observed entries for the dynamics and the theory check", minimum=1,
+            maximum="n * n", preview=150),
+    integers("depths", [1, 2, 3], "depths for the dynamics and the theory check", minimum=1, preview=[1, 2]),
+    positive("lr", 3.0, "plain-GD step on the mean squared error (dynamics)"),
+    positive("dynamics_init_scale", 1e-3, "identity init: W(0) is dynamics_init_scale times I (P3 dynamics)"),
+    integer("max_steps", 20_000, "plain-GD step budget (dynamics)", minimum=1, preview=300),
+    positive("flow_lr", 1.0, "plain-GD step of the theory check (smaller: closer to gradient flow)"),
+    integer("flow_steps", 2_000, "steps of the theory check", minimum=2, preview=60),
+    integers("init_depths", [2, 3, 4], "depths of the error-vs-init sweep", minimum=1, preview=[2, 3]),
+    numbers("init_scales", [1e-3, 1e-4, 1e-5, 1e-6], "end-to-end init scales (gaussian init, P3 rule)",
+            minimum=0.0, strict=True, sort="descending", preview=[1e-2, 1e-3]),
+    integers("init_observed", [2000, 5000], "observed entries of the error-vs-init sweep", minimum=1,
+             maximum="n * n", preview=[150]),
+    integers("seeds", [0, 1, 2], "init seeds of the error-vs-init sweep (one problem, as in P3)", minimum=0,
+             preview=[0]),
+    positive("ngd_lr", 1e-2, "normalized-GD step (P3 GroupRMSprop); P3 used 1e-3"),
+    integer("ngd_steps", 20_000, "normalized-GD step budget per run", minimum=1, preview=200),
+    number("ngd_stop_loss", 1e-8, "stop a normalized-GD run at this training loss", minimum=0.0),
+    integers("observed_depths", [1, 2, 3, 4], "depths of the error-vs-m sweep", minimum=1, preview=[1, 2]),
+    integers("observed_values", [1000, 1500, 2000, 3000, 4000], "m values of the error-vs-m sweep", minimum=1,
+             maximum="n * n", sort="ascending", preview=[100, 200]),
+    positive("observed_init_scale", 1e-4, "init scale of the error-vs-m sweep"),
+    integers("observed_seeds", [0], "problem seeds of the error-vs-m sweep", minimum=0),
+    integers("nnm_observed", [2000, 3000, 4000], "m values at which nuclear-norm minimization runs", minimum=1,
+             maximum="n * n", sort="ascending", empty=True, preview=[200]),
+    positive("recovery_tol", 1e-2, "recovered means error on all entries below this"),
+    integer("sensing_n", 30, "matrix sensing: n x n hidden matrix", minimum=2, preview=8),
+    integer("sensing_rank", 2, "rank of the sensing problem", minimum=1, maximum="sensing_n", preview=1),
+    integers("sensing_measurements", [150, 300, 600], "numbers of Gaussian measurements", minimum=1,
+             preview=[30, 60]),
+    integer("sensing_steps", 8_000, "normalized-GD step budget per sensing run", minimum=1, preview=100),
+    path("movielens_path", None, "path to the MovieLens-100K u.data file; None skips the real-data section",
+         optional=True),
+    integers("movielens_depths", [1, 2, 3], "depths of the MovieLens runs", minimum=1),
+    integer("movielens_steps", 2_000, "steps of the MovieLens runs", minimum=1, preview=20),
+    integer("seed", 0, "seeds the hidden matrices and the observed entries", minimum=0),
+    dtype("float32", "training precision (the theory check always uses float64)"),
+)
 
 
 def _loss_gradient(problem: Problem):
     """``W -> (loss, dL/dW)`` for the mean squared error over the observations (float64, CPU, one matrix)."""
-    from .training import _Data  # the one definition of the loss
-
-    data = _Data([problem], torch.float64, torch.device("cpu"))
+    obs = objective.Observations([problem], torch.float64, torch.device("cpu"))
 
     def f(w: torch.Tensor) -> tuple[float, torch.Tensor]:
-        loss, r = data.residual(w[None].clone())
-        return float(loss[0]), (r * data.gscale)[0]
+        loss, grad = obs.loss_and_gradient(w[None])
+        return float(loss[0]), grad[0]
 
     return f
 
@@ -81,7 +119,8 @@ def flow_check(
     rows = []
     pending = None  # (step, sigma_t, predicted, offdiag, loss, gap) waiting for sigma(t+1)
     for t in range(steps + 1):
-        w = metrics.end_to_end(layers)
+        prefix = models.prefix_products(layers)
+        w = prefix[-1]
         loss, g = grad(w)
         if pending is not None:
             s_next = torch.linalg.svdvals(w)[:top]
@@ -105,15 +144,7 @@ def flow_check(
             padded = torch.cat([s.new_full((1,), float("inf")), s, s.new_zeros(1)])
             sep = torch.minimum(padded[:-2] - padded[1:-1], padded[1:-1] - padded[2:])[:top]
             pending = (t, s[:top].clone(), sep, pred, off, loss, gap)
-        # dL/dW_j = (W_N ... W_{j+1})^T G (W_{j-1} ... W_1)^T, all taken before any layer moves
-        prefix = [layers[0]]
-        for layer in layers[1:-1]:
-            prefix.append(layer @ prefix[-1])
-        a, grads = g, [None] * depth
-        for j in range(depth - 1, 0, -1):
-            grads[j] = a @ prefix[j - 1].T
-            a = layers[j].T @ a
-        grads[0] = a
+        grads = models.layer_grads(layers, prefix, g)  # all taken before any layer moves
         layers = [layer - lr * gj for layer, gj in zip(layers, grads)]
     return pd.DataFrame(rows)
 
@@ -129,32 +160,3 @@ def flow_agreement(check: pd.DataFrame, lr: float, min_separation: float = 10.0)
         return float("nan")
     diff = np.linalg.norm(sel["measured"] - sel["predicted"])
     return float(diff / max(np.linalg.norm(sel["predicted"]), 1e-300))
-
-
-def spread(table: pd.DataFrame, by: Sequence[str], value: str = "error_all") -> pd.DataFrame:
-    """Mean, geometric mean, min, max and count of ``value`` over the rows of each group (e.g. over seeds)."""
-    by = list(by)
-    g = table.groupby(by)[value]
-    out = g.agg(mean="mean", min="min", max="max", n="count")
-    out["geomean"] = g.apply(lambda x: float(np.exp(np.log(np.clip(x.to_numpy(float), 1e-300, None)).mean())))
-    return out.reset_index()
-
-
-def recovery_threshold(table: pd.DataFrame, by: Sequence[str], x: str = "n_observed", value: str = "error_all",
-                       tol: float = 1e-2) -> pd.DataFrame:
-    """Per group of ``by``: the smallest ``x`` at which the mean of ``value`` is below ``tol`` there and at every
-    larger ``x`` tested (NaN if none). This is the recovery threshold in m of a sweep over ``x``."""
-    tol = v.positive("tol", tol)
-    rows = []
-    for key, grp in table.groupby(list(by)):
-        means = grp.groupby(x)[value].mean().sort_index()
-        ok = (means < tol).to_numpy()
-        # the first index from which all later ones recover
-        threshold = float("nan")
-        for i in range(len(ok)):
-            if ok[i:].all():
-                threshold = float(means.index[i])
-                break
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), "threshold": threshold, "tested_max": float(means.index.max())})
-    return pd.DataFrame(rows)

@@ -1,7 +1,6 @@
 """mcreg_lib.explicit: the scale invariance of the ratio penalty, the penalty-step trace, image problems, baselines
 over many problems, recovery thresholds and divergence labels."""
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 import mcreg_lib as mc
-from mcreg_lib import explicit
+from mcreg_lib.chapters import penalty as explicit
 
 
 def test_ratio_gradient_is_orthogonal_to_w_and_shrinks_like_one_over_its_norm():
@@ -58,48 +57,6 @@ def test_trace_rejects_bad_input():
         explicit.trace_penalty_step(prob, "gd", lr=-1.0, penalty_weight=0.1, max_steps=5)
     with pytest.raises(ValueError, match="problem="):
         explicit.trace_penalty_step("x", "gd", lr=1.0, penalty_weight=0.1, max_steps=5)
-
-
-def test_image_problem_scales_and_samples():
-    img = np.add.outer(np.arange(40.0), np.arange(30.0))
-    p = explicit.image_problem(img, size=16, fraction=0.25, seed=2, name="ramp")
-    assert p.shape == (16, 16) and p.n_observed == 64
-    assert float(p.target.square().mean()) == pytest.approx(1.0)
-    assert torch.equal(p.values, p.target[p.rows, p.cols])
-    assert p.info["image"] == "ramp"
-    q = explicit.image_problem(img, size=16, fraction=0.25, seed=2)
-    assert torch.equal(p.rows, q.rows) and torch.equal(p.cols, q.cols)
-    with pytest.raises(ValueError, match="fraction=0"):
-        explicit.image_problem(img, size=16, fraction=0.0)
-    with pytest.raises(ValueError, match="image="):
-        explicit.image_problem(np.zeros((4, 4, 3)), size=4)
-
-
-def test_baselines_table_recovers_an_easy_problem():
-    probs = [mc.completion_problem(n=20, rank=1, n_observed=200, seed=s) for s in (0, 1)]
-    t = explicit.baselines_table(probs, methods=["soft_impute"])
-    assert list(t["method"]) == ["soft_impute"] * 2
-    assert list(t["problem_seed"]) == [0, 1]
-    assert (t["error_unobserved"] < 0.1).all()  # zero-filling would give 1
-    with pytest.raises(ValueError, match="methods='optspace'"):
-        explicit.baselines_table(probs, methods=["optspace"])
-    with pytest.raises(ValueError, match="pass options by keyword"):
-        explicit.baselines_table(probs, {"soft_impute": {}})
-
-
-def test_recovery_threshold_needs_every_seed_and_every_larger_m():
-    t = pd.DataFrame({
-        "method": ["a"] * 6 + ["b"] * 2,
-        "problem_n_observed": [100, 100, 200, 200, 300, 300, 100, 300],
-        "error_unobserved": [1e-4, 0.5, 1e-4, 1e-4, 1e-5, 1e-5, 0.9, 0.9],
-    })
-    out = explicit.recovery_threshold(t, by=["method"], tol=1e-2).set_index("method")
-    assert out.loc["a", "threshold"] == 200
-    assert math.isnan(out.loc["b", "threshold"])
-    t["diverged"] = [False] * 4 + [True, False] + [False] * 2
-    assert math.isnan(explicit.recovery_threshold(t, by=["method"]).set_index("method").loc["a", "threshold"])
-    with pytest.raises(ValueError, match="table="):
-        explicit.recovery_threshold(t, by=["nope"])
 
 
 def test_outcome_reports_divergence_with_its_step():

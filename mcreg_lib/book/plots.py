@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .training import Run
+from ..training import Run
 
 
 def use_book_style() -> None:

@@ -1,11 +1,13 @@
 """Execute the book's chapters with papermill.
 
-    python -m mcreg_lib.chapters run-all                  # every chapter of _toc.yml, in place (what `make book` does)
-    python -m mcreg_lib.chapters run NAME -p n=50 ...     # one chapter with your parameters, into _build/reruns/
+    python -m mcreg_lib.book run-all                  # every chapter of _toc.yml, in place (what `make book` does)
+    python -m mcreg_lib.book run NAME -p n=50 ...     # one chapter with your parameters, into _build/reruns/
+    python -m mcreg_lib.book sync-parameters          # rewrite each chapter's parameters cell from its declaration
 
 The chapters' MyST-markdown files (notebooks/NAME.md) are the source; papermill executes them into NAME.ipynb next to
 them, so the book's cross-references keep working. Parameters given with ``-p key=value`` are parsed as Python
-literals (``-p depths=[2,3]``, ``-p dtype='float64'``); the chapter's first cell validates them.
+literals (``-p depths=[2,3]``, ``-p dtype='float64'``); the chapter's first cell validates them against the
+declaration in ``mcreg_lib/chapters/NAME.py`` (``mcreg_lib.book.parameters``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 
@@ -70,45 +72,58 @@ def execute(name: str, parameters: dict[str, Any] | None = None, output: str | o
     return time.perf_counter() - start
 
 
-def parameters(name: str, *, notebooks: Path = NOTEBOOKS) -> list[dict[str, str]]:
-    """The chapter's parameters, read from its ``parameters`` cell: name, default, meaning and allowed values.
+def declared(name: str):
+    """The chapter's declared parameters (``mcreg_lib.chapters.NAME.PARAMETERS``)."""
+    from .. import chapters
 
-    Each line of that cell reads ``name = default  # meaning [allowed values]``.
-    """
-    import jupytext
-
-    nb = jupytext.read(notebooks / f"{name}.md")
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    if not cells:
-        raise ValueError(f"chapter={name!r} has no cell tagged 'parameters'")
-    rows = []
-    for line in cells[0].source.splitlines():
-        m = re.match(r"^([A-Za-z_]\w*)\s*=\s*(.+?)\s*(?:#\s*(.*?))?\s*$", line)
-        if not m:
-            continue
-        meaning, allowed = (m.group(3) or ""), ""
-        a = re.match(r"^(.*?)\s*\[(.*)\]$", meaning)
-        if a:
-            meaning, allowed = a.group(1), a.group(2)
-        rows.append({"name": m.group(1), "default": m.group(2), "meaning": meaning, "allowed": allowed})
-    return rows
+    return chapters.module(name).PARAMETERS
 
 
-def rerun_box(name: str, example: str = "", *, notebooks: Path = NOTEBOOKS) -> str:
-    """Markdown for a chapter's "Rerun this chapter" box: its parameters and the exact commands."""
-    rows = parameters(name, notebooks=notebooks)
-    lines = ["| parameter | default | meaning | allowed values |", "|---|---|---|---|"]
+PARAMETERS_CELL = re.compile(r"(```\{code-cell\} ipython3\n:tags: \[parameters[^\]]*\]\n\n)(.*?)(\n```)", re.S)
+
+
+def parameters_cell(name: str, *, notebooks: Path = NOTEBOOKS) -> str:
+    """The body of the chapter's ``parameters`` cell as it stands in ``notebooks/NAME.md``."""
+    m = PARAMETERS_CELL.search((notebooks / f"{name}.md").read_text())
+    if not m:
+        raise ValueError(f"chapter={name!r} has no cell tagged 'parameters' in notebooks/{name}.md")
+    return m.group(2)
+
+
+def sync_parameters(name: str, *, notebooks: Path = NOTEBOOKS) -> bool:
+    """Rewrite the chapter's parameters cell from its declaration; returns whether the file changed."""
+    path = notebooks / f"{name}.md"
+    text = path.read_text()
+    cell = declared(name).cell()
+    new, count = PARAMETERS_CELL.subn(lambda m: m.group(1) + cell + m.group(3), text, count=1)
+    if not count:
+        raise ValueError(f"chapter={name!r} has no cell tagged 'parameters' in {path}")
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+def rerun_box(name: str, example: str = "") -> str:
+    """Markdown for a chapter's "Rerun this chapter" box: its declared parameters and the exact commands."""
+    rows = declared(name).table()
+    lines = ["| parameter | default | preview | meaning | allowed values |",
+             "|---|---|---|---|---|"]
+
+    def code(text: str) -> str:
+        return f"`{text}`" if len(text) <= 24 else text.replace("/", "/\u200b")
+
     for r in rows:
-        default = f"`{r['default']}`" if len(r["default"]) <= 16 else r["default"].replace("/", "/\u200b")
-        lines.append(f"| `{r['name']}` | {default} | {r['meaning']} | {r['allowed']} |")
-    example = example or f"-p {rows[0]['name']}={rows[0]['default']}"
+        lines.append(f"| `{r['name']}` | {code(r['default'])} | {code(r['preview'])} | {r['meaning']} | "
+                     f"{r['allowed']} |")
+    example = example or f"-p {rows[1]['name']}={rows[1]['default']}"
     pairs = [part.removeprefix("-p ").split("=", 1) for part in re.findall(r"-p \S+", example)]
     pm = "-y '{" + ", ".join(f"{k}: {val}" for k, val in pairs) + "}'"
     return "\n".join([
         "```{admonition} Rerun this chapter",
         ":class: tip, dropdown",
         "",
-        "Every parameter of this chapter (from its `parameters` cell):",
+        "Every parameter of this chapter, as declared in `mcreg_lib/chapters/" + name + ".py`. The defaults are the",
+        "protocol of the book's build; `preview=True` runs every parameter still at its default at its preview value.",
         "",
         *lines,
         "",
@@ -141,11 +156,12 @@ def parse_parameters(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mcreg_lib.chapters", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mcreg_lib.book", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run-all", help="execute every chapter in place, in book order")
     sub.add_parser("list", help="list the chapters")
+    sub.add_parser("sync-parameters", help="rewrite each chapter's parameters cell from its declaration")
     run = sub.add_parser("run", help="execute one chapter with your parameters into a fresh notebook")
     run.add_argument("name")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
@@ -155,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MCREG_PROGRESS", "0")
     if args.command == "list":
         print("\n".join(chapter_names()))
+        return 0
+    if args.command == "sync-parameters":
+        for name in chapter_names():
+            print(f"{name}: {'rewritten' if sync_parameters(name) else 'up to date'}")
         return 0
     if args.command == "run-all":
         timings = []

@@ -1,33 +1,30 @@
-"""When norms fall short: the tools of the norms chapter (Arora et al. 2019; Razin & Cohen 2020).
+"""A compiled trainer for tiny matrices: plain gradient descent on deep factorizations of square matrices up to
+8 x 8, millions of steps a second.
 
-* ``p4_problem``: Razin & Cohen's 2x2 completion problem (observed W12, W21, W22; W11 unknown).
-* ``train_small``: plain gradient descent on deep factorizations of small square matrices, millions of steps a
-  second: a compiled loop (numba) over runs, with the step, the stop rules and the logging of ``mcreg_lib.train``.
-  It takes the same ``(Problem, RunConfig)`` pairs as ``mc.sweep`` (``mc.grid(...)``) and follows ``mc.fit``'s
-  conventions exactly: ``lr`` and ``stop_loss`` refer to the mean squared error over the observed entries.
-* Conversions to P4's convention (loss ``l`` = half the sum of squares over the observed entries):
-  ``p4_loss``, ``mse_loss``, ``mse_lr``.
-* ``w11_lower_bound``: the smallest |w11| a completion with loss ``l`` can have if det W keeps its sign.
-* ``min_norm_completion``: the completion of the 2x2 problem with the smallest norm, by a 1-D search over w11.
-* ``nuclear_norm_comparison``: the minimum-nuclear-norm solution against gradient descent solutions (P3).
+``train_small(spec)`` takes the same ``(Problem, RunConfig)`` pairs as ``mc.sweep`` (``mc.grid(...)``) and gives the
+iterates of ``mc.fit`` with the same config: the same init, the same step on the mean squared error over the observed
+entries, the same stop rules (``stop_loss``, ``max_steps``) and the same divergence rule
+(``mcreg_lib.objective.is_diverged`` against ``objective.divergence_limit``, restated in the compiled loop), in
+float64. The loop is compiled by numba over runs (one run per core); it restates two definitions for speed, each
+held equal to the library's by a test (``tests/test_small.py``): the backward pass of ``mcreg_lib.models.layer_grads``
+and the divergence rule of ``mcreg_lib.objective``. It also watches ``det W(t)`` at every step, which the norms
+chapter needs (Razin & Cohen 2020).
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import _validate as v
-from . import baselines, metrics, models
-from .problems import Problem, problem_from_observations
+from . import metrics, models
+from .problems import Problem
 from .training import RunConfig, log_steps
 
 try:  # numba compiles the inner loop; without it the same code runs as (slow) Python
@@ -48,120 +45,6 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 MAX_SIZE = 8           # train_small is for matrices up to 8 x 8
 STOP_REASONS = ("max_steps", "stop_loss", "diverged")  # codes 0, 1, 2 of the compiled loop
-NORMS = ("frobenius", "nuclear", "spectral", "schatten_half")
-
-
-# --- P4's problem and conventions ----------------------------------------------------------------------------------
-
-def p4_problem(w12: float = 1.0, w21: float = 1.0, w22: float = 0.0) -> Problem:
-    """The 2x2 completion problem of Razin & Cohen (2020): W12, W21, W22 observed, W11 unknown.
-
-    The defaults are the paper's problem (every solution ``[[w, 1], [1, 0]]`` has det -1); ``(-2, 0.5, eps)`` are
-    its perturbed variants. Indices are 0-based internally: W12 is entry (0, 1).
-    """
-    vals = [v.real("w12", w12), v.real("w21", w21), v.real("w22", w22)]
-    return problem_from_observations([0, 1, 1], [1, 0, 1], vals, (2, 2),
-                                     info={"maker": "p4_problem", "w12": vals[0], "w21": vals[1], "w22": vals[2]})
-
-
-def p4_loss(mse: Any, n_observed: int) -> Any:
-    """P4's loss ``l = 1/2 sum_obs (W_ij - y_ij)^2`` from the mean squared error over ``n_observed`` entries."""
-    return mse * (n_observed / 2.0)
-
-
-def mse_loss(p4: Any, n_observed: int) -> Any:
-    """The mean squared error over ``n_observed`` entries that equals P4's loss ``p4``."""
-    return p4 * (2.0 / n_observed)
-
-
-def mse_lr(p4_lr: float, n_observed: int) -> float:
-    """The step on the mean squared error that gives the same gradient-descent iterates as ``p4_lr`` on P4's loss.
-
-    ``grad(MSE) = (2 / m) grad(l)``, so ``lr_mse = lr_p4 * m / 2`` (P4's lr 3e-3 with m = 3 is 4.5e-3 here).
-    """
-    return v.positive("p4_lr", p4_lr) * v.integer("n_observed", n_observed, 1) / 2.0
-
-
-def p4_init_scale(init: str, std: float, depth: int, n: int = 2) -> float:
-    """The ``init_scale`` of ``mc.models.init_layers`` that reproduces P4's initialization with std ``std``.
-
-    P4's "normal" init draws every layer N(0, std^2); ours draws N(0, init_scale^(2/N) / n), so
-    ``init_scale = (std sqrt(n))^N``. P4's balanced init draws the end-to-end matrix N(0, std^2) and splits it; ours
-    draws it N(0, init_scale^2 / n), so ``init_scale = std sqrt(n)``.
-    """
-    init = v.choice("init", init, ("gaussian", "balanced"))
-    std, depth = v.positive("std", std), v.integer("depth", depth, 1)
-    root = std * math.sqrt(v.integer("n", n, 1))
-    return root**depth if init == "gaussian" else root
-
-
-def w11_lower_bound(loss: Any, w12: float = 1.0, w21: float = 1.0, w22: float = 0.0) -> np.ndarray:
-    """Lower bound on |W11| for any W with P4's loss ``loss`` on the 2x2 problem whose det W has the sign of w12*w21.
-
-    With ``delta = sqrt(2 l)`` every observed entry is within delta of its value, and ``s det W > 0`` with
-    ``s = sign(w12 w21)`` gives ``|W11| |W22| > |W12 W21|``, hence
-    ``|W11| >= (|w12| - delta)(|w21| - delta) / (|w22| + delta)``: P4's ``(1 - sqrt(2l))^2 / sqrt(2l)`` for the
-    original problem. Zero where the bound is vacuous (delta >= min(|w12|, |w21|)).
-    """
-    delta = np.sqrt(2.0 * np.asarray(loss, dtype=np.float64))
-    a, b, c = abs(float(w12)), abs(float(w21)), abs(float(w22))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bound = (a - delta) * (b - delta) / (c + delta)
-    return np.where((delta < min(a, b)) & np.isfinite(bound), bound, 0.0)
-
-
-def norms_of(w: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The norms the chapter tracks, for a matrix or a batch (..., n, n), all from ``mc.metrics``."""
-    sigma = metrics.singular_values(w)
-    return {
-        "frobenius": metrics.schatten(sigma=sigma, p=2.0),
-        "nuclear": metrics.nuclear_norm(sigma=sigma),
-        "spectral": sigma[..., 0],
-        "schatten_half": metrics.schatten(sigma=sigma, p=0.5),
-        "effective_rank": metrics.effective_rank(sigma=sigma),
-    }
-
-
-def min_norm_completion(w12: float = 1.0, w21: float = 1.0, w22: float = 0.0, norm: str = "nuclear",
-                        *, sign: int | None = None) -> tuple[float, float]:
-    """(w11, norm) of the completion ``[[w11, w12], [w21, w22]]`` with the smallest ``norm`` (one of NORMS).
-
-    sign: +1 or -1 restricts to completions whose det has that sign (the infimum is then approached, not attained,
-    when the restriction forces |w11| to infinity). A grid over w11 in [-R, R] then a bounded 1-D refinement.
-    """
-    from scipy.optimize import minimize_scalar
-
-    norm = v.choice("norm", norm, NORMS)
-    if sign is not None and sign not in (1, -1):
-        v.fail("sign", sign, "+1, -1 or None")
-    a, b, c = float(w12), float(w21), float(w22)
-
-    def value(w: np.ndarray) -> np.ndarray:
-        w = np.atleast_1d(np.asarray(w, dtype=np.float64))
-        mats = torch.zeros(w.size, 2, 2, dtype=torch.float64)
-        mats[:, 0, 0] = torch.as_tensor(w)
-        mats[:, 0, 1], mats[:, 1, 0], mats[:, 1, 1] = a, b, c
-        out = norms_of(mats)[norm].numpy()
-        if sign is not None:
-            det = w * c - a * b
-            out = np.where(sign * det > 0, out, np.inf)
-        return out
-
-    radius = 10.0 * (abs(a) + abs(b) + abs(c) + 1.0)
-    if sign is not None and c != 0 and sign * (-a * b) <= 0:
-        radius = max(radius, 10.0 * abs(a * b / c))
-    grid = np.linspace(-radius, radius, 20_001)
-    vals = value(grid)
-    i = int(np.argmin(vals))
-    if not np.isfinite(vals[i]):
-        raise ValueError(f"no completion with det of sign {sign} within |w11| <= {radius:g}")
-    step = grid[1] - grid[0]
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    res = minimize_scalar(lambda x: float(value(x)[0]), bounds=(lo, hi), method="bounded",
-                          options={"xatol": step * 1e-6})
-    best_w, best = (float(res.x), float(res.fun)) if res.fun <= vals[i] else (float(grid[i]), float(vals[i]))
-    return best_w, best
-
 
 # --- the compiled gradient-descent loop ----------------------------------------------------------------------------
 
@@ -250,7 +133,7 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
         det = _det(w, work)
         s = 1.0 if det > 0 else (-1.0 if det < 0 else 0.0)
         if t == 0:
-            limit = div_factor * max(loss, 1.0)
+            limit = div_factor * max(loss, 1.0)  # mirrors objective.divergence_limit
             last_sign = s
         elif s != 0.0 and s != last_sign:
             if last_sign != 0.0:
@@ -260,7 +143,7 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
                     out_f[0] = loss
             last_sign = s
         code = -1
-        if not np.isfinite(loss) or loss > limit:
+        if not loss <= limit:  # mirrors objective.is_diverged (NaN fails the comparison)
             code = 2
         elif loss <= stop_loss:
             code = 1
@@ -289,7 +172,7 @@ def _run_one(layers, depth, mask, observed, lr, max_steps, stop_loss, div_factor
             out_i[3] = first_flip
             out_i[4] = n_flips
             return
-        # dMSE/dW = (2/m) R; dL/dW_j = (W_N..W_{j+1})^T G (W_{j-1}..W_1)^T, every layer from the old iterate
+        # mirrors models.layer_grads with G = dMSE/dW = (2/m) R, every layer from the old iterate, step folded in
         scale = 2.0 * lr / m
         for i in range(d):
             for j in range(d):
@@ -365,8 +248,10 @@ def train_small(spec: Sequence[tuple[Problem, RunConfig]], *, loss_logs_per_deca
     with ``loss_logs_per_decade = k > 0`` also every step at which the loss has fallen by a factor ``10^(1/k)``
     since the last logged one (at most 40 decades), so fast drops of the loss are drawn with as many points.
 
-    History columns: step, train_loss (MSE), loss_p4 (P4's half sum), det, w11, w12, ... (1-based entries),
-    abs_w11, frobenius, nuclear, spectral, schatten_half (p = 1/2), effective_rank, plus the run's config.
+    History columns: step, train_loss (MSE), det, w11, w12, ... (1-based entries), the norms of
+    ``mc.metrics.norms`` (frobenius_norm, nuclear_norm, spectral_norm, schatten_half_norm) and effective_rank, plus
+    the run's config. Table: one row per run with its config, ``problem_*`` parameters, steps, stop_reason,
+    diverged, diverged_at, first_flip, n_flips, train_loss_at_flip and the last logged row's values.
     """
     spec = _check_small(spec)
     if not HAVE_NUMBA:
@@ -420,12 +305,10 @@ def _collect(spec, layers, rec, out_i, out_f, seconds) -> SmallResult:
         finite = torch.isfinite(mats).all(dim=(1, 2))
         h = pd.DataFrame(r[:, :3], columns=["step", "train_loss", "det"])
         h["step"] = h["step"].astype(np.int64)
-        h["loss_p4"] = p4_loss(h["train_loss"], p.n_observed)
         for k, name in enumerate(entries):
             h[name] = r[:, 3 + k]
-        h["abs_w11"] = h["w11"].abs()
         safe = torch.where(finite.view(-1, 1, 1), mats, torch.zeros_like(mats))
-        for name, val in norms_of(safe).items():
+        for name, val in metrics.norms(safe).items():
             h[name] = np.where(finite.numpy(), val.numpy(), np.nan)
         cfg = c.as_dict()
         for key in ("depth", "init", "init_scale", "seed", "det_sign", "lr"):
@@ -443,48 +326,10 @@ def _collect(spec, layers, rec, out_i, out_f, seconds) -> SmallResult:
                "steps": steps, "stop_reason": reason, "diverged": diverged, "diverged_at": steps if diverged else None,
                "first_flip": first_flip, "n_flips": n_flips, "train_loss_at_flip": float(out_f[b, 0]),
                "seconds": seconds, "batch_size": len(spec)}
-        for key in ("train_loss", "loss_p4", "det", "abs_w11", "frobenius", "nuclear", "spectral", "schatten_half",
-                    "effective_rank"):
+        for key in ("train_loss", "det", *entries, *metrics.NORMS, "effective_rank"):
             row[key] = float(last[key])
         rows.append(row)
         lay = [torch.as_tensor(layers[b, j].copy()) for j in range(c.depth)]
         final_layers.append(lay)
-        finals.append(metrics.end_to_end(lay))
+        finals.append(models.end_to_end(lay))
     return SmallResult(pd.DataFrame(rows), pd.concat(frames, ignore_index=True), final_layers, torch.stack(finals))
-
-
-# --- P3: the minimum-nuclear-norm solution against gradient descent --------------------------------------------------
-
-def nuclear_norm_comparison(problems: Sequence[Problem], *, depths: Sequence[int], init_scales: Sequence[float],
-                            seeds: Sequence[int], optimizer: str = "gd", lr: float = 3.0, max_steps: int = 100_000,
-                            stop_loss: float = 1e-6, dtype: str = "float32",
-                            device: str | torch.device | None = None) -> pd.DataFrame:
-    """One row per solution: the minimum-nuclear-norm completion (cvxpy + SCS), the ground truth and every gradient
-    descent run (``mc.sweep`` over depths x init_scales x seeds), on each problem.
-
-    Columns: n_observed, method ("min nuclear norm", "ground truth", "GD"), depth, init_scale, seed, nuclear_norm,
-    error_all, effective_rank, train_loss, steps, stop_reason, diverged, seconds.
-    """
-    from .sweeps import grid, sweep
-
-    rows: list[dict[str, Any]] = []
-    for p in problems:
-        if p.target is None:
-            v.fail("problems", p, "synthetic problems with a known target (mc.completion_problem)")
-        m = p.n_observed
-        truth = baselines.evaluate(p, p.target)
-        rows.append({**truth, "n_observed": m, "method": "ground truth", "diverged": False})
-        nnm = baselines.nuclear_norm_minimization(p)
-        rows.append({**nnm.summary, "n_observed": m, "method": "min nuclear norm", "diverged": False})
-        spec = grid(p, depth=list(depths), init_scale=list(init_scales), seed=list(seeds), optimizer=optimizer,
-                    lr=lr, max_steps=max_steps, stop_loss=stop_loss, dtype=dtype)
-        table = sweep(spec, device=device).table
-        table["method"] = "GD"
-        table["n_observed"] = m
-        rows.extend(table.to_dict("records"))
-    cols = ["n_observed", "method", "depth", "init_scale", "seed", "nuclear_norm", "error_all", "effective_rank",
-            "train_loss", "steps", "stop_reason", "diverged", "seconds"]
-    out = pd.DataFrame(rows)
-    out["diverged"] = out["diverged"].astype(bool)
-    return out[[c for c in cols if c in out.columns]]
-

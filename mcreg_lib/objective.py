@@ -1,0 +1,148 @@
+"""The objective of a run: its observations, the loss and its gradient, the divergence rule, and the name and one
+definition of every logged metric.
+
+For a batch of B problems of one kind and shape, :class:`Observations` holds what the loss needs on the device:
+
+* completion: the mask ``M`` (1 on observed entries) and the observed matrix ``P_obs(W*)``; the residual is
+  ``R = M o (W - W*) = M o W - P_obs(W*)`` and the loss is the mean squared error ``L = ||R||_F^2 / m``;
+* sensing: the measurement matrices ``A_i`` (flattened) and ``y_i = <A_i, W*>``; ``r_i = <A_i, W> - y_i``,
+  ``L = sum_i r_i^2 / m`` and ``R = sum_i r_i A_i``.
+
+In both cases ``dL/dW = (2 / m) R``: :meth:`Observations.residual` returns ``(L, R)`` and the training loop scales R
+by :attr:`Observations.gradient_scale` (times the step, for plain gradient descent).
+
+**Divergence** (one rule, used by every trainer of the library): a run diverges at the first step whose loss is not
+``<= limit``, where ``limit = divergence_factor * max(L(0), 1)`` is fixed at step 0 (:func:`divergence_limit`,
+:func:`is_diverged`). A NaN loss fails the comparison, so it counts as diverged.
+
+**Metrics**: :data:`METRICS` names every quantity the training loop logs; each is computed here from the one
+definition in :mod:`mcreg_lib.metrics`. :func:`evaluate` gives the same metrics for any matrix (a baseline's
+solution, the ground truth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import metrics
+from .problems import Problem
+
+N_SIGMAS = 10  # singular values logged per step
+
+METRICS: dict[str, str] = {
+    "train_loss": "mean squared error over the observed entries (completion) or the measurements (sensing)",
+    "error_all": "reconstruction error ||W - W*||_F^2 / ||W*||_F^2 over all entries (P3's metric); "
+                 "metrics.reconstruction_error",
+    "error_unobserved": "the same ratio over the unobserved entries only (P1's metric); "
+                        "metrics.reconstruction_error with the unobserved mask",
+    "test_mse": "mean squared error over held-out entries (real data); metrics.completion_loss",
+    "effective_rank": "exp of the entropy of sigma / sum(sigma) (Roy & Vetterli 2007); metrics.effective_rank",
+    "nuclear_norm": "sum of singular values; metrics.nuclear_norm",
+    "frobenius_norm": "sqrt of the sum of squared singular values; metrics.frobenius_norm",
+    "balancedness_gap_j": "||W_{j+1}^T W_{j+1} - W_j W_j^T||_F for each adjacent pair j; metrics.balancedness_gaps",
+    "sigma_i": f"the i-th largest singular value of W, i = 1..{N_SIGMAS}; metrics.singular_values",
+    "penalty": "the explicit penalty of W (penalized runs); penalties.value_and_grad",
+    "objective": "train_loss + penalty_weight * penalty (penalized runs)",
+}
+
+
+def divergence_limit(initial_loss: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
+    """``factor * max(L(0), 1)``: a run whose loss is ever not below or equal to this has diverged."""
+    return factor * initial_loss.clamp_min(1.0)
+
+
+def is_diverged(loss: torch.Tensor, limit: torch.Tensor | float) -> torch.Tensor:
+    """True where ``loss`` is NaN, infinite or above ``limit`` (the library's one divergence rule)."""
+    return ~(loss <= limit)
+
+
+def finite_or_zero(w: torch.Tensor) -> torch.Tensor:
+    """``w`` (B, ...) with every batch entry that holds a NaN or inf replaced by zeros (SVDs fail on non-finite
+    input; a diverged run's state is measured as zeros, never logged)."""
+    finite = torch.isfinite(w).flatten(1).all(1)
+    if bool(finite.all()):
+        return w
+    return torch.where(finite.view(-1, *([1] * (w.ndim - 1))), w, torch.zeros((), dtype=w.dtype))
+
+
+class Observations:
+    """The observations of a batch of problems (same kind and shape) on one device: the loss, its gradient and the
+    metrics of :data:`METRICS`. A batch whose runs all share one problem stores it once."""
+
+    def __init__(self, problems: Sequence[Problem], dtype: torch.dtype, device: torch.device) -> None:
+        p0 = problems[0]
+        self.kind, self.shape, self.batch = p0.kind, p0.shape, len(problems)
+        unique = [p0] if all(p is p0 for p in problems) else list(problems)
+
+        def stack(fn):
+            return torch.stack([fn(p) for p in unique]).to(device=device, dtype=dtype)
+
+        self.m = torch.tensor([float(p.n_observed) for p in problems], dtype=dtype, device=device)
+        self.gradient_scale = (2.0 / self.m).view(-1, 1, 1)  # dL/dW = gradient_scale * R
+        if self.kind == "completion":
+            self.mask = stack(lambda p: p.mask())
+            self.neg_observed = stack(lambda p: p.observed_matrix()).neg_()
+        else:
+            if len({p.n_observed for p in unique}) > 1:
+                raise ValueError("sensing problems in one batch must have the same number of measurements")
+            self.a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))  # (B|1, m, n_rows * n_cols)
+            self.y = stack(lambda p: p.values)[..., None]
+        self.target = stack(lambda p: p.target) if all(p.target is not None for p in unique) else None
+        self.test = None
+        if all(p.test_rows is not None for p in unique):
+            self.test = [(p.test_rows.to(device), p.test_cols.to(device), p.test_values.to(device, dtype))
+                         for p in unique]
+
+    def residual(self, w: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L, R)`` for a batch W (B, n_rows, n_cols): the loss (B,) and R with ``dL/dW = gradient_scale * R``.
+
+        ``out``: a buffer shaped like W for R (completion), so a training loop allocates nothing per step.
+        """
+        if self.kind == "completion":
+            r = torch.addcmul(self.neg_observed, self.mask, w, out=out)  # M o W - P_obs(W*), in one fused op
+            b = r.shape[0]
+            return torch.bmm(r.view(b, 1, -1), r.view(b, -1, 1)).view(b).div_(self.m), r  # one batched dot
+        res = torch.matmul(self.a, w.reshape(w.shape[0], -1, 1)) - self.y  # (B, m, 1)
+        r = torch.matmul(self.a.transpose(1, 2), res).view_as(w)
+        return res.square().sum((1, 2)) / self.m, r
+
+    def metrics(self, w: torch.Tensor, layers: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every metric of :data:`METRICS` but the loss and the penalty, for a batch W and its layers."""
+        sigma = metrics.singular_values(w)
+        out = {
+            "effective_rank": metrics.effective_rank(sigma=sigma),
+            "nuclear_norm": metrics.nuclear_norm(sigma=sigma),
+            "frobenius_norm": metrics.frobenius_norm(sigma=sigma),
+        }
+        if self.target is not None:
+            out["error_all"] = metrics.reconstruction_error(w, self.target)
+            if self.kind == "completion":
+                out["error_unobserved"] = metrics.reconstruction_error(w, self.target, 1.0 - self.mask)
+        if self.test is not None:
+            if len(self.test) == 1:
+                out["test_mse"] = metrics.completion_loss(w, *self.test[0])
+            else:
+                out["test_mse"] = torch.stack([metrics.completion_loss(w[b], *t) for b, t in enumerate(self.test)])
+        for j, gap in enumerate(metrics.balancedness_gaps(layers), start=1):
+            out[f"balancedness_gap_{j}"] = gap
+        for i in range(min(N_SIGMAS, sigma.shape[-1])):
+            out[f"sigma_{i + 1}"] = sigma[:, i]
+        return out
+
+    def loss_and_gradient(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L, dL/dW)`` for a batch W (not in place; for checks and small loops)."""
+        loss, r = self.residual(w)
+        return loss, r * self.gradient_scale
+
+
+def evaluate(problem: Problem, matrix: torch.Tensor) -> dict[str, float]:
+    """The metrics of :data:`METRICS` (train_loss, error_all, error_unobserved, test_mse, effective_rank, ...) of
+    any matrix for ``problem``, in float64 on the CPU, by the same definitions as the training loop."""
+    w = torch.as_tensor(matrix, dtype=torch.float64).reshape(1, *problem.shape).contiguous()
+    obs = Observations([problem], torch.float64, torch.device("cpu"))
+    loss, _ = obs.residual(w)
+    found = obs.metrics(w, [w])
+    found["train_loss"] = loss
+    return {k: float(x[0]) for k, x in found.items()}
