@@ -71,3 +71,37 @@ def test_bad_init_input(kwargs, match):
 def test_det_sign_needs_square():
     with pytest.raises(ValueError, match="det_sign=1.*non-square"):
         init_layers((2, 3), 2, "gaussian", 1e-3, det_sign=1)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_layer_grads_match_autograd_batched_and_single(depth):
+    from mcreg_lib import models
+
+    shape = (6, 5)
+    layers = [x.requires_grad_() for x in init_layers(shape, depth, "gaussian", 1.0, seed=2, width=4)]
+    g = torch.randn(*shape, dtype=torch.float64)
+    (mc.end_to_end(layers) * g).sum().backward()
+    prefix = models.prefix_products([x.detach() for x in layers])
+    grads = models.layer_grads([x.detach() for x in layers], prefix, g)
+    for got, x in zip(grads, layers):
+        torch.testing.assert_close(got, x.grad)
+    batched = models.layer_grads([x.detach()[None] for x in layers], [p[None] for p in prefix], g[None])
+    for got, x in zip(batched, layers):
+        torch.testing.assert_close(got[0], x.grad)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_fused_gd_update_equals_layer_grads(depth):
+    """The training loop's fused plain-GD update restates models.layer_grads; one step of each must agree."""
+    from mcreg_lib import models
+
+    p = mc.completion_problem(n=9, rank=2, n_observed=40, seed=0)
+    kw = dict(depth=depth, optimizer="gd", lr=0.7, init_scale=0.5, dtype="float64", stop_loss=0.0, progress=False)
+    start = mc.fit(p, max_steps=0, **kw).layers
+    fused = mc.fit(p, max_steps=1, **kw).layers
+    prefix = models.prefix_products(start)
+    obs = mc.objective.Observations([p], torch.float64, torch.device("cpu"))
+    _, g = obs.loss_and_gradient(prefix[-1][None])
+    grads = models.layer_grads(start, prefix, g[0])
+    for a, x, gr in zip(fused, start, grads):
+        torch.testing.assert_close(a, x - 0.7 * gr, rtol=1e-12, atol=1e-14)

@@ -95,3 +95,20 @@ def test_bad_config_fails_before_any_run():
     p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=0)
     with pytest.raises(ValueError, match=r"run 1 .*lr=-1"):
         mc.grid(p, lr=[0.1, -1.0], max_steps=5)
+
+
+def test_a_config_is_validated_once(monkeypatch):
+    """grid validates every config; the cache key and train take it as validated (no second check)."""
+    from mcreg_lib import optimizers
+
+    p = mc.completion_problem(n=6, rank=1, n_observed=15, seed=0)
+    spec = mc.grid(p, depth=[1, 2], lr=0.5, max_steps=5)
+    calls = []
+    real = optimizers.options
+    monkeypatch.setattr(optimizers, "options", lambda *a, **k: calls.append(a) or real(*a, **k))
+    mc.sweep(spec, cache=False, progress=False)
+    from mcreg_lib.cache import run_key
+
+    run_key(*spec[0])
+    assert calls == [], "a validated config was validated again"
+    assert spec[0][1] == mc.RunConfig(depth=1, lr=0.5, max_steps=5).validated()  # equality ignores the mark

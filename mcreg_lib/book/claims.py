@@ -123,3 +123,50 @@ def read_claims(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:
             rows.append({"chapter": data["chapter"], "title": data["title"], **c,
                          "parameters": json.dumps(data["parameters"], sort_keys=True)})
     return pd.DataFrame(rows)
+
+
+def _numbers(x: Any) -> list[float] | None:
+    """The numbers in a claim's ``ours`` (a number or a list of numbers), else None."""
+    items = x if isinstance(x, list) else [x]
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            return None
+        out.append(float(item))
+    return out
+
+
+def compare(before: str | os.PathLike[str], after: str | os.PathLike[str], rtol: float = 1e-6,
+            atol: float = 1e-12) -> pd.DataFrame:
+    """Compare two builds' claims (folders of ``NAME.json``): one row per claim of either build with ``status``
+    "same" (same statement, same verdict, numbers within ``rtol``/``atol``), "numbers differ", "verdict differs",
+    "text differs" or "missing", and the largest relative difference of its numbers."""
+    rows = []
+    a_files = {p.stem: p for p in Path(before).glob("*.json")}
+    b_files = {p.stem: p for p in Path(after).glob("*.json")}
+    for chapter in sorted(set(a_files) | set(b_files)):
+        a = json.loads(a_files[chapter].read_text())["claims"] if chapter in a_files else []
+        b = json.loads(b_files[chapter].read_text())["claims"] if chapter in b_files else []
+        for i in range(max(len(a), len(b))):
+            ca, cb = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+            row = {"chapter": chapter, "index": i, "claim": (ca or cb)["claim"], "max_rel_diff": math.nan}
+            if ca is None or cb is None:
+                row["status"] = "missing"
+            elif ca["claim"] != cb["claim"]:
+                row["status"] = "text differs"
+            elif ca["holds"] != cb["holds"]:
+                row["status"] = "verdict differs"
+            else:
+                na, nb = _numbers(ca["ours"]), _numbers(cb["ours"])
+                if na is None or nb is None or len(na) != len(nb):
+                    same = ca["ours"] == cb["ours"]
+                    row["max_rel_diff"] = 0.0 if same else math.inf
+                else:
+                    diffs = [abs(x - y) / max(abs(x), abs(y), 1e-300) if abs(x - y) > atol else 0.0
+                             for x, y in zip(na, nb)]
+                    same = all(d <= rtol for d in diffs)
+                    row["max_rel_diff"] = max(diffs, default=0.0)
+                row["status"] = "same" if same else "numbers differ"
+                row["paper_text_changed"] = ca.get("paper") != cb.get("paper")
+            rows.append(row)
+    return pd.DataFrame(rows)

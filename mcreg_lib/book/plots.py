@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -46,3 +47,8 @@ def step_axis(ax: plt.Axes, label: str = "step") -> plt.Axes:
     ax.set_xlim(left=0)
     ax.set_xlabel(label)
     return ax
+
+
+def threshold_text(x: float) -> str:
+    """A recovery threshold (``mcreg_lib.analysis.recovery_threshold``) in prose: ``2,000`` or "none in the grid"."""
+    return "none in the grid" if math.isnan(x) else f"{int(x):,}"

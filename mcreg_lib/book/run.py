@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run-all", help="execute every chapter in place, in book order")
     sub.add_parser("list", help="list the chapters")
     sub.add_parser("sync-parameters", help="rewrite each chapter's parameters cell from its declaration")
+    cmp = sub.add_parser("compare-claims", help="compare two builds' claims folders (exit 1 if any claim differs)")
+    cmp.add_argument("before")
+    cmp.add_argument("after")
+    cmp.add_argument("--rtol", type=float, default=1e-6)
     run = sub.add_parser("run", help="execute one chapter with your parameters into a fresh notebook")
     run.add_argument("name")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
@@ -172,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         print("\n".join(chapter_names()))
         return 0
+    if args.command == "compare-claims":
+        from .claims import compare
+
+        table = compare(args.before, args.after, rtol=args.rtol)
+        print(table.to_string(index=False))
+        print("\n" + table["status"].value_counts().to_string())
+        return 0 if (table["status"] == "same").all() else 1
     if args.command == "sync-parameters":
         for name in chapter_names():
             print(f"{name}: {'rewritten' if sync_parameters(name) else 'up to date'}")

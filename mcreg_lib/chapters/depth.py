@@ -9,6 +9,7 @@
   side is evaluated at step t from W's SVD and the end-to-end gradient. It also records how far the gradient is
   from diagonal in W's singular basis.
 * :func:`flow_agreement`: the relative error of the theory along the run.
+* :func:`half_times`: when each singular value reaches half its final value (the "one at a time" measure).
 
 Recovery thresholds, spreads over seeds and degrees of freedom are ``mcreg_lib.analysis``'s.
 """
@@ -160,3 +161,13 @@ def flow_agreement(check: pd.DataFrame, lr: float, min_separation: float = 10.0)
         return float("nan")
     diff = np.linalg.norm(sel["measured"] - sel["predicted"])
     return float(diff / max(np.linalg.norm(sel["predicted"]), 1e-300))
+
+
+def half_times(history: pd.DataFrame, rank: int) -> list[float]:
+    """The first logged step at which sigma_r reaches half of its final value in the run, for r = 1..rank (NaN if
+    never): the "learned one at a time" measure of P3's dynamics figure (history: one run's ``sigma_r`` columns)."""
+    out = []
+    for r in range(1, rank + 1):
+        hit = history.loc[history[f"sigma_{r}"] >= 0.5 * history[f"sigma_{r}"].iloc[-1], "step"]
+        out.append(float(hit.iloc[0]) if len(hit) else float("nan"))
+    return out

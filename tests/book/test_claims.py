@@ -29,3 +29,21 @@ def test_claims_roundtrip_and_failures_kept(tmp_path):
 def test_unknown_source_is_rejected():
     with pytest.raises(ValueError, match="source='blog'"):
         mc.Claims("x", "X").check("c", paper="p", source="blog", ours=1, holds=True)
+
+
+def test_compare_two_builds(tmp_path):
+    from mcreg_lib.book.claims import Claims, compare
+
+    def build(folder, value, holds, text="A claim"):
+        c = Claims("ch", "Chapter")
+        c.check(text, paper="p", source="ours", ours=value, holds=holds)
+        c.check("Second", paper="p", source="ours", ours=[1.0, 2.0], holds=True)
+        c.write(tmp_path / folder / "ch.json")
+        return tmp_path / folder
+
+    a = build("a", 1.0, True)
+    assert (compare(a, build("b", 1.0 + 1e-9, True))["status"] == "same").all()
+    t = compare(a, build("c", 1.1, True))
+    assert list(t["status"]) == ["numbers differ", "same"] and t.loc[0, "max_rel_diff"] > 0.09
+    assert compare(a, build("d", 1.0, False)).loc[0, "status"] == "verdict differs"
+    assert compare(a, build("e", 1.0, True, text="Other")).loc[0, "status"] == "text differs"

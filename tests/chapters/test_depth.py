@@ -53,3 +53,12 @@ def test_flow_check_rejects_bad_input(small):
         chapter.flow_check(small, 2, lr=-1, steps=10)
     with pytest.raises(ValueError, match="top=13"):
         chapter.flow_check(small, 2, lr=1e-2, steps=10, top=13)
+
+
+def test_half_times():
+    import pandas as pd
+
+    h = pd.DataFrame({"step": [0, 10, 20, 30], "sigma_1": [0.0, 0.6, 1.0, 1.0], "sigma_2": [0.0, 0.0, 0.4, 0.8],
+                      "sigma_3": [0.0, 0.0, 0.0, 0.0]})
+    t = chapter.half_times(h, 3)
+    assert t[:2] == [10.0, 20.0] and t[2] == 0.0  # a value that stays at 0 is at "half of 0" from the start
