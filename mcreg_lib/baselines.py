@@ -22,6 +22,7 @@ import torch
 from . import _validate as v
 from .objective import evaluate  # one definition of every metric
 from .problems import Problem
+from .cache import memoize
 
 
 METHODS = ("nuclear_norm_minimization", "soft_impute")
@@ -35,6 +36,7 @@ class BaselineResult:
     problem_info: dict[str, Any] = field(default_factory=dict)
 
 
+@memoize
 def nuclear_norm_minimization(problem: Problem, tol: float = 1e-3, *, max_iters: int = 100_000,
                               eps: float = 1e-6, verbose: bool = False) -> BaselineResult:
     """Minimum-nuclear-norm matrix consistent with the observations to within ``tol`` (cvxpy, SCS)."""
@@ -63,6 +65,7 @@ def nuclear_norm_minimization(problem: Problem, tol: float = 1e-3, *, max_iters:
     return BaselineResult("nuclear_norm_minimization", w, summary, dict(problem.info))
 
 
+@memoize
 def soft_impute(problem: Problem, *, n_lambdas: int = 30, lambda_min_ratio: float = 1e-4,
                 max_iters: int = 1000, tol: float = 1e-6) -> BaselineResult:
     """SoftImpute along ``n_lambdas`` geometric values of lambda from ``sigma_1(P_obs X)`` down to

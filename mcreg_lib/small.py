@@ -26,6 +26,7 @@ from . import _validate as v
 from . import metrics, models
 from .problems import Problem
 from .training import RunConfig, log_steps
+from .cache import memoize
 
 try:  # numba compiles the inner loop; without it the same code runs as (slow) Python
     import numba
@@ -235,6 +236,7 @@ def _check_small(spec: Sequence[tuple[Problem, RunConfig]]) -> list[tuple[Proble
     return spec
 
 
+@memoize
 def train_small(spec: Sequence[tuple[Problem, RunConfig]], *, loss_logs_per_decade: int = 0,
                 parallel: bool = True) -> SmallResult:
     """Plain gradient descent on every (problem, config) of ``spec`` (e.g. ``mc.grid(...)``), in float64.

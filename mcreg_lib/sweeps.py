@@ -28,8 +28,9 @@ import pandas as pd
 import torch
 
 from . import cache as cache_mod
+from . import settings
 from .problems import Problem
-from .training import Run, RunConfig, _progress_default, default_device, summaries, train
+from .training import Run, RunConfig, summaries, train
 
 CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
 
@@ -176,19 +177,38 @@ def _connect(client: Any, timeout: float):
                               "start one (`dask scheduler`) or pass a running distributed.Client") from None
 
 
+def _audit(spec: Sequence[tuple[Problem, RunConfig]], runs: list[Run | None], keys: list[str],
+           device: torch.device) -> None:
+    """Re-train the cached runs the auditor picks (``$MCREG_AUDIT``, mcreg_lib.cache) and compare them with the
+    stored ones; a mismatch raises StaleCacheError naming the run's configuration."""
+    for i, run in enumerate(runs):
+        if run is not None and cache_mod.AUDITOR.pick(keys[i]):
+            fresh = train([spec[i][0]], [spec[i][1]], device=device, progress=False)[0]
+            what = f"run {i} of a sweep ({spec[i][1]}; problem {spec[i][0].info})"
+            cache_mod.record_audit("run", keys[i], what, cache_mod.run_difference(run, fresh))
+
+
 def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.device | None = None,
-          progress: bool | None = None, max_batch: int = 64, cache: Any = None, processes: int | None = None,
-          client: Any = None, connect_timeout: float = 5.0) -> SweepResult:
+          progress: bool | None = None, max_batch: int = 64, cache: Any = "auto", processes: int | None = None,
+          client: Any = None, connect_timeout: float = 5.0, run_on: str | None = None) -> SweepResult:
     """Train every (problem, config) of ``spec``, batching runs of the same shape, depth, optimizer and penalty.
 
-    cache: None (no cache), True (``$MCREG_CACHE`` or ``.mcreg_cache/``), a folder or a ``RunCache``. Finished runs
-        are read from it instead of trained, and each new run is written to it as soon as it stops.
+    cache: ``"auto"`` (default: the build's ``$MCREG_CACHE`` when set, else none), None or False (no cache), True
+        (``$MCREG_CACHE`` or ``.mcreg_cache/``), a folder or a ``RunCache``. Finished runs are read from it instead of
+        trained, and each new run is written to it as soon as it stops.
     processes: train batches in a pool of this many local processes (each with ``cpu_count // processes`` threads).
     client: a ``distributed.Client`` or a scheduler address: train batches as tasks on that Dask cluster (results
         come back to this process, which writes the cache). ``connect_timeout`` seconds to reach an address.
+        Without ``processes`` and ``client``, ``run_on`` decides (the forms of ``$MCREG_RUN_ON``,
+        mcreg_lib.settings), and without it ``$MCREG_RUN_ON`` (default: this process).
+    device: default ``$MCREG_DEVICE``, else CUDA when available, else CPU.
     progress: one bar over the whole sweep (run-steps, runs done, time left); default from ``MCREG_PROGRESS``.
     """
     spec = validate(spec)
+    if processes is None and client is None:
+        where = settings.run_on(run_on)
+        processes = where.processes
+        client = where.address
     max_batch = int(max_batch)
     if max_batch < 1:
         raise ValueError(f"max_batch={max_batch} is not allowed: it must be an integer >= 1")
@@ -200,7 +220,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
         raise ValueError(f"client={client!r} is not allowed: give a scheduler address such as "
                          "'tcp://127.0.0.1:8786' or a dask.distributed Client")
     store = cache_mod.as_cache(cache)
-    dev = default_device() if device is None else torch.device(device)
+    dev = settings.device() if device is None else torch.device(device)
     runs: list[Run | None] = [None] * len(spec)
     keys: list[str] | None = None
     if store is not None:
@@ -208,19 +228,30 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
         keys = [cache_mod.run_key(p, c, dev, prints.setdefault(id(p), p.fingerprint())) for p, c in spec]
         for i, key in enumerate(keys):
             runs[i] = store.get(key)
+            if runs[i] is not None:
+                settings.log_event("read", kind="run", key=key, what=_label(spec[i][1]))
+        _audit(spec, runs, keys, dev)
     n_cached = sum(r is not None for r in runs)
     todo = [i for i, r in enumerate(runs) if r is None]
     sub = [spec[i] for i in todo]
     groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch)]
-    bar = _Progress(sub, _progress_default() if progress is None else bool(progress), 0)
+    bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0)
     if bar.bar is not None and n_cached:
         bar.bar.write(f"sweep: {n_cached} of {len(spec)} runs read from {store.path}")
 
+    def trained(i: int, run: Run, store_it: bool) -> None:
+        runs[i] = run
+        if store is not None and keys is not None:
+            if store_it:
+                store.put(keys[i], run)
+            settings.log_event("trained", kind="run", key=keys[i], what=_label(run.config),
+                               seconds=run.summary.get("seconds"), steps=run.summary.get("steps"))
+
     def done(idx: list[int], batch_runs: list[Run], report: bool) -> None:
         for i, run in zip(idx, batch_runs):
+            if report:  # a worker's runs (the local loop stores each run as it stops)
+                trained(i, run, store_it=True)
             runs[i] = run
-            if store is not None and report and keys is not None:
-                store.put(keys[i], run)
         if report:
             bar(sum(max(spec[i][1].max_steps, 1) for i in idx), len(idx))
 
@@ -231,8 +262,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
                 configs = [spec[i][1] for i in idx]
 
                 def on_finish(b: int, run: Run, idx=idx) -> None:
-                    if store is not None and keys is not None:
-                        store.put(keys[idx[b]], run)
+                    trained(idx[b], run, store_it=True)
 
                 batch_runs = train(problems, configs, device=dev, progress=False, description=_label(configs[0]),
                                    on_finish=on_finish, on_progress=bar)

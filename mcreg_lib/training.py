@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import torch
 
 from . import _threads
 from . import _validate as v
-from . import models, objective, optimizers, penalties
+from . import models, objective, optimizers, penalties, settings
 from .problems import Problem
 
 
@@ -149,14 +148,6 @@ def log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:
 FINAL_KEYS = ("steps", "stop_reason", "diverged", "diverged_at", "seconds")
 SUMMARY_KEYS = ("train_loss", "error_all", "error_unobserved", "test_mse", "effective_rank", "nuclear_norm",
                 "penalty", "objective")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _progress_default() -> bool:
-    return os.environ.get("MCREG_PROGRESS", "1") not in ("0", "false", "False", "")
 
 
 PLATEAU_MIN_STEP = 100
@@ -392,7 +383,7 @@ def train(
 
     problems: one problem shared by all runs, or one per run (same kind and shape).
     configs: every config must share ``batch_key()``; validated here unless ``grid``/``sweep`` did it already.
-    device: default CUDA when available, else CPU.
+    device: default ``$MCREG_DEVICE``, else CUDA when available, else CPU.
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
         call (a run that stops early also reports the steps it will not take); replaces this call's own bar.
@@ -405,12 +396,12 @@ def train(
         v.fail("problem", problems[0] if problems else problems, "a mcreg_lib Problem")
     configs = [c.validated(problems[0].shape) for c in configs]
     _check_batch(problems, configs)
-    device = default_device() if device is None else torch.device(device)
+    device = settings.device() if device is None else torch.device(device)
     batch = Batch(problems, configs, device)
     horizon = int(batch.max_steps.max())
     logged = set(log_steps(horizon, configs[0].logs_per_decade).tolist())
     runs: list[Run | None] = [None] * batch.size
-    show = _progress_default() if progress is None else bool(progress)
+    show = settings.progress_default() if progress is None else bool(progress)
     report = _Progress(batch.max_steps, on_progress, show, description)
     start = time.perf_counter()
 
@@ -474,6 +465,7 @@ def fit(
     stop_plateau: float = 0.0,
     device: str | torch.device | None = None,
     progress: bool | None = None,
+    cache: Any = "auto",
 ) -> Run:
     """Train one deep factorization on ``problem``; see RunConfig for the parameters.
 
@@ -484,6 +476,9 @@ def fit(
     objective (the loss plus the weighted penalty) is within a fraction r of its value at step t / 2: for penalized
     runs, whose loss falls to zero long before the penalty has done its work. Off (0) by default: a run can sit on a
     plateau and then move again (the singular values are learned one at a time).
+
+    The run trains in this process; with a cache (``cache``: as for ``mc.sweep``; by default the build's
+    ``$MCREG_CACHE``) a finished run is read from it instead.
     """
     if not isinstance(problem, Problem):
         v.fail("problem", problem, "a mcreg_lib Problem (see completion_problem, problem_from_observations)")
@@ -492,7 +487,9 @@ def fit(
                     det_sign=det_sign, dtype=dtype, optimizer_options=_freeze(optimizer_options),
                     penalty_options=_freeze(penalty_options), divergence_factor=divergence_factor,
                     logs_per_decade=logs_per_decade, stop_plateau=stop_plateau)
-    return train(problem, [cfg], device=device, progress=progress, description=f"fit depth {depth}")[0]
+    from .sweeps import sweep
+
+    return sweep([(problem, cfg)], device=device, progress=progress, cache=cache, run_on="local").runs[0]
 
 
 def summaries(runs: Sequence[Run]) -> pd.DataFrame:

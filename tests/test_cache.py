@@ -6,6 +6,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,78 @@ def test_cache_argument_forms(tmp_path, monkeypatch):
     f.write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         mc.RunCache(f)
+
+
+def test_memoized_values_round_trip_and_corrupt_entries_are_recomputed(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from mcreg_lib.cache import memoize
+
+    calls = []
+
+    @memoize
+    def compute(problem, scale, table):
+        calls.append(scale)
+        return {"matrix": problem.target * scale, "frame": table.assign(y=table.x * scale),
+                "info": ("ok", None, [1, 2.5]), "array": np.arange(3.0)}
+
+    monkeypatch.setenv("MCREG_CACHE", str(tmp_path))
+    p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=0)
+    t = pd.DataFrame({"x": [1.0, 2.0], "name": ["a", None]})
+    first = compute(p, 2.0, t)
+    again = compute(p, 2.0, t)
+    assert calls == [2.0]
+    assert torch.equal(again["matrix"], first["matrix"]) and again["info"] == ("ok", None, [1, 2.5])
+    pd.testing.assert_frame_equal(again["frame"], first["frame"])
+    np.testing.assert_array_equal(again["array"], np.arange(3.0))
+    compute(p, 3.0, t)
+    assert calls == [2.0, 3.0], "another argument is another entry"
+    for f in tmp_path.glob("*.val"):
+        f.write_bytes(f.read_bytes()[:-10])  # truncate every entry
+    with pytest.warns(UserWarning, match="corrupt or partial"):
+        compute(p, 2.0, t)
+    assert calls == [2.0, 3.0, 2.0]
+    monkeypatch.delenv("MCREG_CACHE")
+    compute(p, 2.0, t)
+    assert calls[-1] == 2.0 and len(calls) == 4, "no cache without MCREG_CACHE"
+
+
+def test_audits_recompute_cached_results_and_catch_stale_ones(tmp_path, monkeypatch):
+    import json
+
+    from mcreg_lib import cache as cache_mod
+    from mcreg_lib.cache import StaleCacheError
+
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv("MCREG_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("MCREG_EVENTS", str(events))
+    p = mc.completion_problem(n=6, rank=1, n_observed=15, seed=0)
+    spec = mc.grid(p, depth=2, lr=0.5, seed=list(range(12)), max_steps=30)
+    first = mc.sweep(spec, progress=False, device="cpu")
+    assert first.computed == 12
+    monkeypatch.setenv("MCREG_AUDIT", "2")
+    monkeypatch.setattr(cache_mod, "AUDITOR", cache_mod._Auditor())
+    second = mc.sweep(spec, progress=False, device="cpu")
+    assert second.cached == 12
+    log = [json.loads(x) for x in events.read_text().splitlines()]
+    audits = [e for e in log if e["event"] == "audited"]
+    assert len(audits) == 2 and all(e["ok"] and e["max_rel_diff"] == 0.0 for e in audits)
+    assert sum(e["event"] == "trained" for e in log) == 12 and sum(e["event"] == "read" for e in log) == 12
+    # a stored run that the library would not produce now: the audit fails with the configuration
+    store = mc.RunCache(tmp_path / "c")
+    audited = audits[0]["key"]
+    run = store.get(audited)
+    run.summary["error_all"] *= 1.5
+    store.put(audited, run)
+    monkeypatch.setattr(cache_mod, "AUDITOR", cache_mod._Auditor())
+    with pytest.raises(StaleCacheError, match="RunConfig"):
+        mc.sweep(spec, progress=False, device="cpu")
+
+
+def test_fit_goes_through_the_build_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCREG_CACHE", str(tmp_path))
+    p = mc.completion_problem(n=6, rank=1, n_observed=15, seed=0)
+    a = mc.fit(p, depth=2, lr=0.5, max_steps=20, progress=False)
+    assert len(list(tmp_path.glob("*.run"))) == 1
+    b = mc.fit(p, depth=2, lr=0.5, max_steps=20, progress=False)
+    assert torch.equal(a.matrix, b.matrix)

@@ -34,6 +34,7 @@ from .. import metrics, objective
 from ..training import log_steps
 
 from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, positive
+from ..cache import memoize
 
 PARAMETERS = Parameters(
     "balancedness",
@@ -209,6 +210,7 @@ def factorization_target(n_rows: int, n_cols: int, rank: int, seed: int, dtype: 
     return (m / torch.linalg.matrix_norm(m)).to(v.dtype(dtype))
 
 
+@memoize
 def train_factorization(
     target: torch.Tensor,
     width: int,
@@ -356,6 +358,7 @@ def relu_loss_and_grads(x: torch.Tensor, y: torch.Tensor, layers: Sequence[torch
     return loss, grads
 
 
+@memoize
 def train_relu_nets(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -434,14 +437,16 @@ def train_relu_nets(
 def layer_checkpoints(problem, checkpoints: Sequence[int], seeds: Sequence[int] = (0,), **config: Any
                       ) -> pd.DataFrame:
     """Train one deep linear configuration (``mcreg_lib.RunConfig`` fields in ``config``) for each seed and read its
-    layers at each step of ``checkpoints``: the runs differ only in seed and max_steps and train as one batch (a run
-    with the same seed follows the same path, so its final layers are the trajectory's layers at that step).
+    layers at each step of ``checkpoints``: the runs differ only in seed and max_steps and train as one batch of a
+    sweep (a run with the same seed follows the same path, so its final layers are the trajectory's layers at that
+    step).
 
     One row per (seed, checkpoint, adjacent pair j): seed, step, pair, gap ``||C_j||_F``
     (metrics.balancedness_gaps), relative_gap, sq_norm_lower ``||W_j||_F^2``, sq_norm_upper ``||W_{j+1}||_F^2``,
     train_loss, stop_reason, diverged.
     """
-    from ..training import RunConfig, train
+    from ..sweeps import sweep
+    from ..training import RunConfig
 
     checkpoints = sorted(set(v.int_list("checkpoints", checkpoints, 0)))
     seeds = v.int_list("seeds", seeds, 0)
@@ -449,7 +454,7 @@ def layer_checkpoints(problem, checkpoints: Sequence[int], seeds: Sequence[int] 
         v.fail("config", sorted(config), "RunConfig fields other than max_steps, stop_loss and seed")
     pairs = [(s, c) for s in seeds for c in checkpoints]
     configs = [RunConfig(max_steps=c, stop_loss=0.0, seed=s, **config) for s, c in pairs]
-    runs = train(problem, configs, description=f"checkpoints depth {config.get('depth', 3)}")
+    runs = sweep([(problem, c) for c in configs]).runs
     rows = []
     for (s, c), run in zip(pairs, runs):
         gaps = metrics.balancedness_gaps(run.layers)

@@ -26,6 +26,7 @@ from .. import metrics, models, objective
 from ..problems import Problem
 
 from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, path, positive
+from ..cache import memoize
 
 PARAMETERS = Parameters(
     "depth",
@@ -82,6 +83,7 @@ def _loss_gradient(problem: Problem):
     return f
 
 
+@memoize
 def flow_check(
     problem: Problem,
     depth: int,

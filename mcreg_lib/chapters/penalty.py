@@ -29,6 +29,7 @@ from ..training import log_steps
 from ..book.parameters import (Parameters, choice, dtype, integer, integers, mapping, number, numbers, path,
                                positive)
 from ..optimizers import OPTIMIZERS
+from ..cache import memoize
 
 IMAGES = ("camera", "moon", "coins", "text", "brick", "grass", "gravel", "page", "clock")
 
@@ -125,6 +126,7 @@ def scale_check(w: torch.Tensor, scales: Sequence[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@memoize
 def trace_penalty_step(
     problem: Problem,
     optimizer: str,

@@ -1,0 +1,74 @@
+"""mcreg_lib.settings: where runs go, chosen by the environment; every setting checked before work starts."""
+
+import os
+
+import pytest
+import torch
+
+from mcreg_lib import settings
+
+
+def test_run_on_forms(monkeypatch):
+    monkeypatch.delenv("MCREG_RUN_ON", raising=False)
+    assert settings.run_on().kind == "local"
+    assert settings.run_on("processes:3").processes == 3
+    assert settings.run_on("dask:tcp://127.0.0.1:8786").address == "tcp://127.0.0.1:8786"
+    assert settings.run_on("cuda").device == "cuda"
+    for bad in ("processes:0", "processes:x", "dask:", "gpu"):
+        with pytest.raises(ValueError, match=f"MCREG_RUN_ON='{bad}' is not allowed"):
+            settings.run_on(bad)
+
+
+def test_device_and_cache_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MCREG_DEVICE", "cpu")
+    assert settings.device() == torch.device("cpu")
+    monkeypatch.setenv("MCREG_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="MCREG_DEVICE='tpu'"):
+        settings.device()
+    monkeypatch.delenv("MCREG_DEVICE")
+    monkeypatch.setenv("MCREG_CACHE", str(tmp_path / "c"))
+    assert settings.cache_dir() == tmp_path / "c"
+    assert settings.check()["cache"] == str(tmp_path / "c")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_check_refuses_a_missing_cuda_device(monkeypatch):
+    monkeypatch.setenv("MCREG_RUN_ON", "cuda")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        settings.check()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write a read-only folder")
+def test_check_refuses_a_read_only_cache(monkeypatch, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    monkeypatch.setenv("MCREG_CACHE", str(folder))
+    with pytest.raises(PermissionError, match="MCREG_CACHE="):
+        settings.check()
+
+
+def test_check_refuses_a_cache_that_is_a_file(monkeypatch, tmp_path):
+    """As root (where chmod does not stop writes) a file in place of the folder still cannot be written into."""
+    path = tmp_path / "file"
+    path.write_text("x")
+    monkeypatch.setenv("MCREG_CACHE", str(path))
+    with pytest.raises(PermissionError, match="MCREG_CACHE="):
+        settings.check()
+
+
+def test_check_refuses_an_unreachable_scheduler(monkeypatch):
+    monkeypatch.setenv("MCREG_RUN_ON", "dask:tcp://127.0.0.1:9")
+    with pytest.raises(ConnectionError, match="could not reach the Dask scheduler"):
+        settings.check(connect_timeout=1.0)
+
+
+def test_events_are_appended_as_json_lines(monkeypatch, tmp_path):
+    import json
+
+    log = tmp_path / "events.jsonl"
+    monkeypatch.setenv("MCREG_EVENTS", str(log))
+    settings.log_event("read", kind="run", key="abc")
+    settings.log_event("trained", kind="value", key="def", seconds=1.5)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["read", "trained"] and lines[1]["seconds"] == 1.5
