@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test bench install clean rerun lab chromium check-book
+.PHONY: book preview test bench install clean rerun lab chromium check-book
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,20 @@ $(MATHJAX):
 	cp -r _build/mathjax/package/es5/output/chtml/fonts/woff-v2 book/_static/mathjax/output/chtml/fonts/
 	cp _build/mathjax/package/es5/tex-mml-chtml.js $(MATHJAX)
 
+# Where the runs go (RUN_ON=local | processes:N | dask:tcp://HOST:PORT | cuda) and the run cache (CACHE=folder,
+# default .mcreg_cache); FRESH=1 deletes the cache first, a build from scratch.
+RUN_ON ?= local
+CACHE ?= $(CURDIR)/.mcreg_cache
+BUILD_ENV = MCREG_RUN_ON=$(RUN_ON) MCREG_CACHE=$(CACHE)
+FRESH_FLAG = $(if $(filter 1 yes true,$(FRESH)),--fresh,)
+
+# The book at the papers' protocol: every chapter through the run cache, the ledger, the figure map, provenance.
 book: $(STAMP) $(MATHJAX)
-	rm -rf _build/claims
-	MCREG_PROGRESS=0 $(PY) -m mcreg_lib.book run-all
-	$(PY) -m mcreg_lib.book.ledger _build/claims book
-	$(VENV)/bin/jupyter-book build . -W --keep-going
-	@echo "The book: $(CURDIR)/_build/html/index.html"
+	$(BUILD_ENV) $(PY) -m mcreg_lib.book build $(FRESH_FLAG)
+
+# The same book at every parameter's preview value, in a few minutes, labelled as a preview on every page.
+preview: $(STAMP) $(MATHJAX)
+	$(BUILD_ENV) $(PY) -m mcreg_lib.book build --preview $(FRESH_FLAG)
 
 test: $(STAMP) $(MATHJAX) chromium
 	$(PY) -m pytest
@@ -45,7 +53,7 @@ bench: $(STAMP)
 
 # make rerun CHAPTER=getting_started ARGS="-p n=50 -p depths=[2,3]"
 rerun: $(STAMP)
-	$(PY) -m mcreg_lib.book run $(CHAPTER) $(ARGS) --html
+	$(BUILD_ENV) $(PY) -m mcreg_lib.book run $(CHAPTER) $(ARGS) --html
 
 # JupyterLab with jupytext: the chapters' .md files open as notebooks, and saving keeps .md and .ipynb in sync.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json

@@ -134,3 +134,18 @@ def check(connect_timeout: float = 5.0) -> dict[str, str]:
                                   "writable folder") from None
     return {"run_on": where.describe(), "device": str(dev), "cache": str(folder) if folder else "none",
             "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU"}
+
+
+def write_progress(path: str, **fields: Any) -> None:
+    """Replace the progress file with the current counts (atomic: a reader never sees half a line)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"time": time.time(), **fields}, f)
+    os.replace(tmp, path)
+
+
+def read_progress(path: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import itertools
 import multiprocessing
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -113,30 +114,47 @@ class SweepResult:
 
 
 class _Progress:
-    """One bar over the whole sweep, in run-steps (each run counts its step budget), with runs done and time left."""
+    """One bar over the whole sweep, in run-steps (each run counts its step budget), with runs done and time left.
 
-    def __init__(self, spec, enabled: bool, done_runs: int) -> None:
+    With ``$MCREG_PROGRESS_FILE`` set (the book's build), the same counts are also written to that file about once a
+    second, so the build can draw the bar of a chapter that runs in another process."""
+
+    def __init__(self, spec, enabled: bool, done_runs: int, label: str = "sweep") -> None:
         self.total_runs = len(spec)
         self.runs = done_runs
+        self.steps = 0
+        self.total = sum(max(c.max_steps, 1) for _, c in spec)
+        self.label, self.written = label, 0.0
+        self.file = os.environ.get("MCREG_PROGRESS_FILE")
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            todo = sum(max(c.max_steps, 1) for _, c in spec)
-            self.bar = tqdm(total=todo, desc="sweep", unit="step", unit_scale=True, smoothing=0.05)
+            self.bar = tqdm(total=self.total, desc="sweep", unit="step", unit_scale=True, smoothing=0.05)
             self._post()
+        self._write(force=True)
 
     def _post(self) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"runs {self.runs}/{self.total_runs}", refresh=True)
 
+    def _write(self, force: bool = False) -> None:
+        now = time.time()
+        if self.file and (force or now - self.written >= 1.0):
+            self.written = now
+            settings.write_progress(self.file, label=self.label, steps=self.steps, total=self.total,
+                                    runs=self.runs, total_runs=self.total_runs)
+
     def __call__(self, steps: int, runs: int) -> None:
+        self.runs += runs
+        self.steps += steps
         if self.bar is not None:
-            self.runs += runs
             self.bar.update(steps)
             self._post()
+        self._write()
 
     def close(self) -> None:
+        self._write(force=True)
         if self.bar is not None:
             self.bar.close()
 
@@ -235,7 +253,8 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     todo = [i for i, r in enumerate(runs) if r is None]
     sub = [spec[i] for i in todo]
     groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch)]
-    bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0)
+    label = _label(sub[0][1]) if sub else "sweep"
+    bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
     if bar.bar is not None and n_cached:
         bar.bar.write(f"sweep: {n_cached} of {len(spec)} runs read from {store.path}")
 

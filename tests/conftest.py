@@ -12,29 +12,42 @@ PREVIEW_EXTRAS = {"penalty": {"movielens_path": str(ROOT / "tests" / "data" / "u
 
 @pytest.fixture(scope="session")
 def small_book(tmp_path_factory):
-    """A copy of the book's sources with every chapter executed by papermill at its preview parameters.
+    """A copy of the book's sources built the way `make preview` builds it: every chapter executed at its preview
+    parameters through a run cache (with audits), then the ledger, the figure map and the provenance page.
 
-    Returns (folder, {chapter: seconds}); each chapter writes its claims to ``_build/claims/NAME.json`` there.
+    Returns (folder, {chapter: seconds}, {chapter: error}); claims in ``_build/claims``, provenance in
+    ``_build/provenance`` there.
     """
     from mcreg_lib.book import run as chapters
-
-    book = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, book / name)
-    shutil.copytree(ROOT / "book", book / "book")
-    shutil.copytree(ROOT / "notebooks", book / "notebooks",
-                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "*_files"))
-    timings, errors = {}, {}
-    for name in chapters.chapter_names(ROOT):
-        params = dict(preview=True, **PREVIEW_EXTRAS.get(name, {}))
-        params["claims_path"] = str(book / "_build" / "claims" / f"{name}.json")
-        try:
-            timings[name] = chapters.execute(name, params, notebooks=book / "notebooks")
-        except Exception as exc:  # reported by the per-chapter test
-            errors[name] = exc
+    from mcreg_lib.book.build import build, write_provenance
+    from mcreg_lib.book.figures import write_figure_map
     from mcreg_lib.book.ledger import write_ledger
 
-    write_ledger(book / "_build" / "claims", book / "book", chapters.chapter_names(ROOT))
+    book = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml", "jupytext.toml"):
+        shutil.copy(ROOT / name, book / name)
+    shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("_static"))
+    (book / "book" / "_static").symlink_to(ROOT / "book" / "_static")
+    shutil.copytree(ROOT / "notebooks", book / "notebooks",
+                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "*_files"))
+    timings, errors, record = {}, {}, None
+    for name in chapters.chapter_names(ROOT):
+        try:
+            one = build([name], preview=True, cache=book / "cache", progress=False, out=book / "_build",
+                        notebooks=book / "notebooks", extra=PREVIEW_EXTRAS)
+        except Exception as exc:  # reported by the per-chapter test
+            errors[name] = exc
+            continue
+        timings[name] = one["chapters"][name]["seconds"]
+        if record is None:
+            record = one
+        else:
+            record["chapters"].update(one["chapters"])
+            record["seconds"] += one["seconds"]
+    write_ledger(book / "_build" / "claims", book / "book", chapters.chapter_names(ROOT), preview=True)
+    write_figure_map(book / "_build" / "claims", book / "book" / "figure_map.md", preview=True)
+    if record is not None:
+        write_provenance(record, book / "book")
     return book, timings, errors
 
 
@@ -52,7 +65,10 @@ def built_book(request):
         return Path(given).resolve()
     book, _, errors = request.getfixturevalue("small_book")
     assert not errors, f"chapters failed: {sorted(errors)}"
-    jb = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "--keep-going"]
+    from mcreg_lib.book.build import book_config
+
+    jb = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "-W", "--keep-going",
+          "--config", str(book_config(True, book))]
     result = subprocess.run(jb, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return book / "_build" / "html"

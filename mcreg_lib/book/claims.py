@@ -1,8 +1,16 @@
-"""Claims as computed checks.
+"""Claims as computed verdicts, of two kinds.
 
-A chapter states each claim once, with the paper's statement or number (and where that comes from), the number we
-measured and whether the claim holds on our run. The chapter writes its claims to JSON (``claims_path``); the book's
-claims ledger is built from those files. A claim that does not hold is recorded as not holding, never dropped.
+* A **paper claim** (:meth:`Claims.paper`) states what a paper states, in its words and with its number and source,
+  and a threshold fixed from the paper *before* running; our number decides it, and it may fail. Only paper claims
+  count toward "the paper's result holds".
+* An **implementation check** (:meth:`Claims.check`) is an identity, a sanity bound or anything that cannot fail
+  without a bug in our code: valuable, but not evidence about the paper.
+
+A claim whose verdict depends on a budget (steps, seeds, sizes) records how many of its runs hit the budget
+(``budget=(hit, runs)``). Each may name the figure or table of the paper it reproduces (``figure=``, an id of
+:mod:`mcreg_lib.book.figures`). The chapter writes its claims to JSON (``claims_path``); the book's ledger, the
+figure map and the first page are built from those files. A claim that does not hold is recorded as not holding,
+never dropped.
 """
 
 from __future__ import annotations
@@ -18,17 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Source labels of PAPERS.md, plus "ours" for a claim we make ourselves.
+# Where a paper's statement or number comes from, plus "ours" for a claim we make ourselves.
 SOURCES = {
-    "code": "the authors' released code",
+    "paper": "the paper's theorem or text",
     "abs": "the paper's abstract",
+    "blog": "the authors' blog post on the paper (its tables and figures)",
     "plot": "read off the paper's figure",
+    "code": "the authors' released code",
     "3p": "a third-party reproduction",
     "mem": "recalled, not verified against the paper",
     "derived": "follows from the definitions",
-    "paper": "the paper's theorem or text",
     "ours": "our own claim",
 }
+KINDS = {"paper": "paper claim", "check": "implementation check"}
 
 
 def _plain(x: Any) -> Any:
@@ -59,6 +69,10 @@ class Claim:
     ours: Any
     holds: bool
     detail: str = ""
+    kind: str = "paper"
+    threshold: str = ""
+    budget: dict[str, int] | None = None
+    figure: str | None = None
 
 
 @dataclass
@@ -70,14 +84,33 @@ class Claims:
     parameters: dict[str, Any] = field(default_factory=dict)
     items: list[Claim] = field(default_factory=list)
 
-    def check(self, claim: str, *, paper: str, source: str, ours: Any, holds: bool | np.bool_,
-              detail: str = "") -> bool:
-        """Record one claim; returns whether it holds (so a chapter can branch on it in prose)."""
-        if source not in SOURCES:
-            raise ValueError(f"source={source!r} is not allowed: source must be one of {sorted(SOURCES)}")
-        ok = bool(holds)
-        self.items.append(Claim(claim, paper, source, _plain(ours), ok, detail))
-        return ok
+    def paper(self, claim: str, *, paper: str, source: str, threshold: str, ours: Any, holds: bool | np.bool_,
+              detail: str = "", budget: tuple[int, int] | None = None, figure: str | None = None) -> bool:
+        """A paper claim: ``claim`` in the paper's words, ``paper`` its statement or number, ``source`` where that
+        comes from (:data:`SOURCES`), ``threshold`` what decides it, fixed from the paper before running; ``budget``
+        (runs that hit their step budget, runs) when the verdict depends on a budget. Returns whether it holds."""
+        if not threshold:
+            raise ValueError("threshold='' is not allowed: a paper claim states the threshold that decides it")
+        return self._add(Claim(claim, paper, source, _plain(ours), bool(holds), detail, "paper", threshold,
+                               _budget(budget), figure))
+
+    def check(self, claim: str, *, ours: Any, holds: bool | np.bool_, paper: str = "", source: str = "derived",
+              detail: str = "", threshold: str = "", budget: tuple[int, int] | None = None,
+              figure: str | None = None) -> bool:
+        """An implementation check (an identity, a sanity bound): recorded apart from the paper claims."""
+        return self._add(Claim(claim, paper, source, _plain(ours), bool(holds), detail, "check", threshold,
+                               _budget(budget), figure))
+
+    def _add(self, c: Claim) -> bool:
+        if c.source not in SOURCES:
+            raise ValueError(f"source={c.source!r} is not allowed: source must be one of {sorted(SOURCES)}")
+        if c.figure is not None:
+            from .figures import FIGURES
+
+            if c.figure not in FIGURES:
+                raise ValueError(f"figure={c.figure!r} is not allowed: figure must be one of {sorted(FIGURES)}")
+        self.items.append(c)
+        return c.holds
 
     @property
     def n_holding(self) -> int:
@@ -99,18 +132,35 @@ class Claims:
         return path
 
     def table(self) -> pd.DataFrame:
-        """One row per claim, for display at the end of a chapter."""
-        return pd.DataFrame([
-            {"claim": c.claim, "paper": f"{c.paper} [{c.source}]", "ours": _fmt(c.ours),
-             "holds": "yes" if c.holds else "NO"} for c in self.items
-        ])
+        """One row per claim, for display at the end of a chapter: paper claims first, then checks."""
+        rows = [{"kind": KINDS[c.kind], "claim": c.claim,
+                 "paper": f"{c.paper} [{c.source}]" if c.paper else "",
+                 "decided by": c.threshold, "ours": fmt(c.ours) + _budget_text(c.budget),
+                 "holds": "yes" if c.holds else "NO"} for c in self.items]
+        order = {"paper claim": 0, "implementation check": 1}
+        return pd.DataFrame(rows).sort_values("kind", key=lambda k: k.map(order), kind="stable") if rows else \
+            pd.DataFrame(rows)
 
 
-def _fmt(x: Any) -> str:
+def _budget(budget: tuple[int, int] | None) -> dict[str, int] | None:
+    if budget is None:
+        return None
+    hit, runs = (int(x) for x in budget)
+    if not 0 <= hit <= runs:
+        raise ValueError(f"budget={budget!r} is not allowed: give (runs that hit the budget, runs), 0 <= hit <= runs")
+    return {"hit": hit, "runs": runs}
+
+
+def _budget_text(budget: dict[str, int] | None) -> str:
+    return "" if not budget else f" ({budget['hit']} of {budget['runs']} runs hit the step budget)"
+
+
+def fmt(x: Any) -> str:
+    """A claim's number for a table: 4 significant digits, lists joined."""
     if isinstance(x, float):
         return f"{x:.4g}"
     if isinstance(x, list):
-        return ", ".join(_fmt(i) for i in x)
+        return ", ".join(fmt(i) for i in x)
     return str(x)
 
 

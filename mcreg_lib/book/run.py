@@ -159,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mcreg_lib.book", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run-all", help="execute every chapter in place, in book order")
+    sub.add_parser("run-all", help="execute every chapter in place, in book order (no provenance; see build)")
+    b = sub.add_parser("build", help="the whole book: chapters through the cache, ledger, figure map, provenance, "
+                                     "HTML (what `make book` and `make preview` do)")
+    b.add_argument("--preview", action="store_true", help="every parameter at its preview value")
+    b.add_argument("--fresh", action="store_true", help="delete the run cache first: a build from scratch")
+    b.add_argument("--no-html", action="store_true", help="stop before jupyter-book")
+    b.add_argument("chapters", nargs="*", help="only these chapters (default: all)")
     sub.add_parser("list", help="list the chapters")
     sub.add_parser("sync-parameters", help="rewrite each chapter's parameters cell from its declaration")
     cmp = sub.add_parser("compare-claims", help="compare two builds' claims folders (exit 1 if any claim differs)")
@@ -176,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         print("\n".join(chapter_names()))
         return 0
+    if args.command == "build":
+        from .build import main_build
+
+        return main_build(preview=args.preview, fresh=args.fresh, names=args.chapters or None,
+                          html=not args.no_html)
     if args.command == "compare-claims":
         from .claims import compare
 
@@ -200,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'total':<32} {sum(s for _, s in timings):8.1f} s")
         return 0
     params = parse_parameters(args.parameter)
+    from .. import settings
+
+    where = settings.check()  # a bad MCREG_RUN_ON, a missing device or an unwritable cache fails before the chapter
+    print(f"rerunning {args.name}: runs go to {where['run_on']} on {where['device']}; cache {where['cache']}")
     out_dir = Path(args.out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = out_dir / f"{args.name}-{stamp}.ipynb"

@@ -36,6 +36,10 @@ from ..training import log_steps
 from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, positive
 from ..cache import memoize
 
+# Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
+# its own measurements after a cold build (mcreg_lib.book.build.estimate).
+COLD_SECONDS = {"protocol": 36, "preview": 25}
+
 PARAMETERS = Parameters(
     "balancedness",
     integer("n", 30, "the hidden matrix is n x n (experiments 2-3)", minimum=2, preview=10,

@@ -28,6 +28,10 @@ from ..problems import Problem
 from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, path, positive
 from ..cache import memoize
 
+# Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
+# its own measurements after a cold build (mcreg_lib.book.build.estimate).
+COLD_SECONDS = {"protocol": 309, "preview": 50}
+
 PARAMETERS = Parameters(
     "depth",
     integer("n", 100, "the hidden matrix is n x n", minimum=2, preview=20),

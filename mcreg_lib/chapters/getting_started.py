@@ -4,6 +4,10 @@ parameters."""
 
 from ..book.parameters import Parameters, dtype, integer, integers, number, positive
 
+# Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
+# its own measurements after a cold build (mcreg_lib.book.build.estimate).
+COLD_SECONDS = {"protocol": 9, "preview": 25}
+
 PARAMETERS = Parameters(
     "getting_started",
     integer("n", 100, "the hidden matrix is n x n", minimum=2, preview=20),

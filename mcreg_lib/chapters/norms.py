@@ -27,6 +27,10 @@ from ..training import RunConfig
 
 from ..book.parameters import Parameters, dtype, integer, integers, number, numbers, positive
 
+# Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
+# its own measurements after a cold build (mcreg_lib.book.build.estimate).
+COLD_SECONDS = {"protocol": 91, "preview": 80}
+
 PARAMETERS = Parameters(
     "norms",
     integer("n", 100, "the hidden matrix of the first experiment is n x n", minimum=2, preview=16),

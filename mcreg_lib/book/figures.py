@@ -1,0 +1,133 @@
+"""The figure map: each central figure and table of the four papers, its published numbers, and where the book
+reproduces it.
+
+A chapter ties a claim to a figure with ``claims.paper(..., figure="P3-table-1")``; :func:`write_figure_map` builds the
+book's "Figure map" page from this registry and the claims of the build, so each entry lists the claims that
+reproduce it with their verdicts, or says "not reproduced in this build" with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+PAPERS = {
+    "P1": "Zhao (2022), *Combining explicit and implicit regularization for efficient learning in deep networks*",
+    "P2": "Du, Hu & Lee (2018), *Algorithmic regularization in learning deep homogeneous models: layers are "
+          "automatically balanced*",
+    "P3": "Arora, Cohen, Hu & Luo (2019), *Implicit regularization in deep matrix factorization*",
+    "P4": "Razin & Cohen (2020), *Implicit regularization in deep learning may not be explainable by norms*",
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    paper: str          # P1..P4
+    title: str          # what the figure or table shows
+    published: str      # the published numbers we compare with, with their source ("" if none are known)
+    chapter: str        # the chapter that reproduces it
+    unreproduced: str = ""  # why this build may not reproduce it (shown when no claim refers to it)
+
+
+FIGURES: dict[str, Figure] = {
+    "P2-conservation": Figure(
+        "P2", "Theorems 2.1 and 2.2: gradient flow conserves the differences of squared layer norms (per unit for "
+        "ReLU nets, C_j for linear nets)", "a theorem: no numbers", "balancedness"),
+    "P2-relu": Figure(
+        "P2", "The ReLU experiment: a 3-layer net (1000 inputs, widths 100 and 100, 10 outputs), 1000 points, 10,000 "
+        "gradient-descent steps from balanced and unbalanced initialization",
+        "squared layer norms near 43 (balanced) and 55 / 46 / 46 (unbalanced) at the end, as we recall them; not "
+        "verified against the paper, so never the bar of a claim", "balancedness"),
+    "P2-factorization": Figure(
+        "P2", "Theorems 3.1 and 3.2: asymmetric factorization with decaying steps stays balanced and converges; "
+        "rank 1 with a constant step converges at a linear rate", "theorems: no numbers", "balancedness"),
+    "P3-table-1": Figure(
+        "P3", "Table 1 (the authors' blog post): reconstruction error at m = 2000 on their 100 x 100 rank-5 instance",
+        "nuclear-norm minimization 1.06e-1, depth 2 5.92e-2, depth 3 2.58e-5 [blog]", "getting_started"),
+    "P3-dynamics": Figure(
+        "P3", "Singular values learned one at a time: plain gradient descent from 1e-3 I, the top singular values "
+        "against iterations at depths 1, 2, 3",
+        "panel errors 0.819 / 0.0592 / 2.58e-5 [blog]; sigma_5 reaches half its final value about 1.4x (depth 2) "
+        "and 1.7x (depth 3) later than sigma_1 [plot]", "depth"),
+    "P3-error-vs-init": Figure(
+        "P3", "Reconstruction error against the scale of initialization, depths 2, 3, 4, m = 2000 and 5000",
+        "error falls as the initialization shrinks; deeper is better at m = 2000 [paper]", "depth"),
+    "P3-nuclear-norm": Figure(
+        "P3", "Nuclear norm of gradient descent's solutions against the scale of initialization, with the "
+        "minimum-nuclear-norm solution",
+        "minimum nuclear norm 210.15 at m = 2000 (below the truth's ~221) and 221.03 at m = 5000 on their instance "
+        "[code]; gradient descent's nuclear norm rises toward the truth's as the initialization shrinks [paper]",
+        "norms"),
+    "P3-error-vs-m": Figure(
+        "P3", "Reconstruction error against the number of observed entries, ranks 5 and 10, depths 2-4 and "
+        "nuclear-norm minimization", "deeper factorizations recover from fewer entries [paper]", "depth"),
+    "P3-sensing": Figure(
+        "P3", "Matrix sensing (appendix): n = 100, rank 5, Gaussian measurements, initialization down to 1e-7",
+        "deeper is better, as in completion [paper]", "depth"),
+    "P3-movielens": Figure(
+        "P3", "MovieLens-100K: 10,000 random training entries, depths 1-3",
+        "test MSE 13.73 / 1.450 / 1.398 at depths 1 / 2 / 3 [code]", "depth",
+        unreproduced="needs MovieLens-100K's u.data, which the book cannot ship or download: pass movielens_path"),
+    "P4-2x2": Figure(
+        "P4", "The 2x2 completion problem: |w11| and every norm against the loss, depths 3 and 4",
+        "|w11| about 7 at loss 1e-2, 25 at 1e-3 and 70 at 1e-4 [blog]", "norms"),
+    "P4-tensor": Figure(
+        "P4", "Tensor completion: an order-4 8x8x8x8 rank-1 tensor, CP factorization against the linear fit, "
+        "error and tensor rank against the number of observations",
+        "error about 10 at 100 observations, 2.5e-4 at 500, about 1e-6 from 1000 on, tensor rank 1; the linear "
+        "fit's rank rises to about 52 [blog]", "norms"),
+    "P1-depth-1": Figure(
+        "P1", "Depth 1: gradient descent and Adam, each with and without the ratio penalty",
+        "error on unobserved entries 1.3e-6 (Adam + penalty), 0.96 (GD + penalty), 1.01 (Adam alone) [3p]",
+        "penalty"),
+    "P1-deep": Figure(
+        "P1", "Depths 2-5: gradient descent and Adam with and without the penalty: error, effective rank and "
+        "singular values against iterations", "no numbers known to us; depth >= 2, Adam, lambda 0.1 diverges [3p]",
+        "penalty"),
+    "P1-optimizers": Figure(
+        "P1", "Appendix: which optimizers activate the penalty",
+        "the penalty works with certain adaptive optimizers, e.g. Adam [paper]", "penalty"),
+    "P1-sample-complexity": Figure(
+        "P1", "Error against the number of observed entries: depth-1 Adam + penalty, deep gradient descent, "
+        "nuclear-norm minimization, SoftImpute and OptSpace",
+        "depth-1 Adam + penalty is comparable to deep networks and better than the classic methods [paper]",
+        "penalty"),
+    "P1-movielens": Figure(
+        "P1", "MovieLens-100K, 80/20 split, depth 1 with and without the penalty", "no numbers known to us",
+        "penalty",
+        unreproduced="needs MovieLens-100K's u.data, which the book cannot ship or download: pass movielens_path"),
+}
+
+
+def write_figure_map(claims_dir: str | Path, out: str | Path, preview: bool = False) -> Path:
+    """Write the figure map page (markdown) from the registry and the build's claims."""
+    claims = []
+    for path in sorted(Path(claims_dir).glob("*.json")):
+        data = json.loads(path.read_text())
+        claims += [{**c, "chapter": data["chapter"]} for c in data["claims"]]
+    lines = ["# Figure map", "",
+             "Each central figure and table of the four papers, the numbers the papers (or their authors' code and "
+             "posts) publish, and the claims of this book that reproduce it, with their verdicts in this build."
+             + (" **This is a preview build: every verdict below was computed at the preview sizes, not at the "
+                "papers' protocol.**" if preview else ""), ""]
+    for paper, cite in PAPERS.items():
+        lines += [f"## {paper}: {cite}", ""]
+        for key, fig in FIGURES.items():
+            if fig.paper != paper:
+                continue
+            mine = [c for c in claims if c.get("figure") == key]
+            lines += [f"### {fig.title}", "", f"*Published:* {fig.published}.", "",
+                      f"*Reproduced in:* {{doc}}`../notebooks/{fig.chapter}`.", ""]
+            if mine:
+                for c in mine:
+                    verdict = "holds" if c["holds"] else "**does not hold**"
+                    kind = "paper claim" if c.get("kind", "paper") == "paper" else "check"
+                    lines.append(f"- {kind}: {c['claim']}: {verdict}.")
+                lines.append("")
+            else:
+                reason = fig.unreproduced or "no claim of this build refers to it"
+                lines += [f"*Not reproduced in this build:* {reason}.", ""]
+    out = Path(out)
+    out.write_text("\n".join(lines))
+    return out
