@@ -23,13 +23,16 @@ Notation: the unknown ``M`` is ``n x m`` (rows x columns), ``E`` the observed en
 3. **Rank** (only when ``rank=None``), from singular values ``s_1 >= s_2 >= ...``; ``eps = |E| / sqrt(n m)``:
 
    * ``rank_rule="paper"`` (default): ``argmin_i R(i)``, ``R(i) = (s_{i+1} + s_1 sqrt(i / eps)) / s_i`` over
-     ``i = 1 .. K - 1``, with ``s`` the singular values of the trimmed matrix ``Mt``. This is the estimator of
-     Keshavan & Oh, "A gradient descent algorithm on the Grassman manifold for matrix completion" (arXiv:0910.5260,
-     2009), and the second of the two rules in the MATLAB ``guessRank``. The term ``s_1 sqrt(i/eps)`` stands for the
-     sampling noise in the spectrum, so the rule is conservative: it needs ``eps`` well above ``r``. Measured over
-     seeds 0-9 (the tests check all three on seed 0): 100 x 100, rank 5, 2000 entries (``eps``
-     = 20, the book's setting): it returns 1 every time; with 8000 entries: 5 every time; 60 x 60, rank 3, 3000
-     entries: 3 every time. **In the book's regime give the rank.**
+     ``i = 1 .. K - 1``, with ``s`` the singular values of the trimmed matrix ``Mt``. The formula is the second of
+     the two rules in the authors' MATLAB ``guessRank``; the papers that present it are Keshavan & Oh, "A gradient
+     descent algorithm on the Grassman manifold for matrix completion" (arXiv:0910.5260, 2009, rank estimation
+     from the trimmed matrix) and Keshavan, Montanari & Oh, "Low-rank matrix completion with noisy observations: a
+     quantitative comparison" (Allerton 2009, Sec. III-C, as cited by another port); we could not check their text
+     here, only the code. The term ``s_1 sqrt(i/eps)`` stands for the sampling noise in the spectrum, so the rule
+     is conservative: it needs ``eps`` well above ``r``. Measured over seeds 0-9 (the tests check all three on
+     seed 0): 100 x 100, rank 5, 2000 entries (``eps`` = 20, the book's setting): it returns 1 every time; with
+     8000 entries: 5 every time; 60 x 60, rank 3, 3000 entries: 3 every time. **In the book's regime give the
+     rank.**
    * ``rank_rule="roptspace"``: ROptSpace's ``guess_rank`` (the whole MATLAB ``guessRank``): the larger of the rule
      above and a gap rule (gaps ``s_i - s_{i+1}`` divided by the mean of the last 11, ``r1`` = the last minimiser of
      ``lam max_{j>=i} gap_j + i`` minus one, ``lam = 0.05, 0.10, ...`` until ``r1 > 0``), on the singular values of
