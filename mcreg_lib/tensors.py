@@ -355,8 +355,14 @@ class _Batch:
         self.mask = stack(lambda p: p.mask())
         self.neg_observed = stack(lambda p: p.observed_tensor()).neg_()
         self.target = stack(lambda p: p.target) if all(p.target is not None for p in unique) else None
-        if self.target is not None:
-            self.target_sq = self.target.square().sum((1, 2))
+
+    def select(self, keep: torch.Tensor, size: int) -> None:
+        """Keep the runs ``keep`` (a batch of ``size`` runs) in every per-run tensor."""
+        for name in ("m", "mask", "neg_observed", "target"):
+            x = getattr(self, name, None)
+            if x is not None and x.shape[0] == size:  # a problem shared by the batch is stored once
+                setattr(self, name, x.index_select(0, keep))
+        self.B = int(keep.numel())
 
     def unfold(self, factors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(T unfolded (B, rows, cols), K_L, K_R)."""
@@ -370,7 +376,10 @@ class _Batch:
             err2 = metrics.relative_error(t, self.target)
             out["error_all"] = err2
             out["reconstruction_error"] = err2.sqrt()
-            out["error_unobserved"] = metrics.relative_error(t, self.target, 1.0 - self.mask)
+            unobserved = 1.0 - self.mask
+            err_u = metrics.relative_error(t, self.target, unobserved)
+            none_left = unobserved.sum((1, 2)) == 0  # every entry observed: no error to measure
+            out["error_unobserved"] = err_u.masked_fill(none_left, math.nan)
         return out
 
 
@@ -485,28 +494,36 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
     def col(values, dt=dtype):
         return torch.tensor(values, dtype=dt, device=device)
 
-    lr = col([c.lr for c in configs]).view(B, 1, 1)
-    stop_loss = col([c.stop_loss for c in configs])
-    factor = col([c.divergence_factor for c in configs])
-    stop_every = col([c.stop_every for c in configs], torch.int64)
-    every_values = sorted({c.stop_every for c in configs})
-    every_masks = {se: stop_every == se for se in every_values}
-    patience = col([c.stop_patience for c in configs], torch.int64)
+    # Per-run state on the device, one row per run still in the batch; `slots[i]` is the run in row i.
+    # Finished runs leave the batch at the next host sync (their state is frozen from their stop on).
+    state = {
+        "lr": col([c.lr for c in configs]).view(B, 1, 1),
+        "stop_loss": col([c.stop_loss for c in configs]),
+        "factor": col([c.divergence_factor for c in configs]),
+        "stop_every": col([c.stop_every for c in configs], torch.int64),
+        "patience": col([c.stop_patience for c in configs], torch.int64),
+        "max_steps": col([c.max_steps for c in configs], torch.int64),
+        "active": torch.ones(B, dtype=torch.bool, device=device),
+        "streak": torch.zeros(B, dtype=torch.int64, device=device),
+        "stop_step": torch.full((B,), -1, dtype=torch.int64, device=device),
+        "reason": torch.zeros(B, dtype=torch.int64, device=device),
+        "stop_value": torch.zeros(B, dtype=dtype, device=device),
+        "limit": torch.full((B,), math.inf, dtype=dtype, device=device),
+    }
+    slots = np.arange(B)
     max_steps = [c.max_steps for c in configs]
-    max_steps_t = col(max_steps, torch.int64)
     horizon = max(max_steps)
-    stop_at = set(max_steps)
     logged_sets = [set(_log_steps(c.max_steps, c.logs_per_decade).tolist()) for c in configs]
-    logged = set().union(*logged_sets)
-    # device-side state of the stop rules
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    streak = torch.zeros(B, dtype=torch.int64, device=device)
-    stop_step = torch.full((B,), -1, dtype=torch.int64, device=device)
-    reason = torch.zeros(B, dtype=torch.int64, device=device)
-    stop_value = torch.zeros(B, dtype=dtype, device=device)
-    limit = torch.full((B,), math.inf, dtype=dtype, device=device)
     zero_i = torch.zeros((), dtype=torch.int64, device=device)
-    no_runs = torch.zeros(B, dtype=torch.bool, device=device)
+
+    def schedule() -> tuple[set[int], set[int], list[int], dict[int, torch.Tensor]]:
+        """The steps that need the host, the max_steps stops and the stop-check masks of the runs in the batch."""
+        cfgs = [configs[b] for b in slots]
+        every_values = sorted({c.stop_every for c in cfgs})
+        return (set().union(*[logged_sets[b] for b in slots]), {c.max_steps for c in cfgs}, every_values,
+                {se: state["stop_every"] == se for se in every_values})
+
+    logged, stop_at, every_values, every_masks = schedule()
 
     rows: list[list[dict[str, Any]]] = [[] for _ in range(B)]
     runs: list[CPRun | None] = [None] * B
@@ -529,31 +546,45 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
             bar.set_postfix(active=B - n_done, refresh=False)
         reported, reported_runs = budget, n_done
 
-    def finish(b: int, host: dict[str, np.ndarray], step: int, why: int, value: float) -> None:
+    def finish(i: int, host: dict[str, np.ndarray], step: int, why: int, value: float) -> None:
+        b = int(slots[i])
         diverged = why == 3
         final = {"steps": step, "stop_reason": _REASONS[why], "diverged": diverged,
                  "diverged_at": step if diverged else None, "seconds": time.perf_counter() - start}
         if diverged:  # the loss that tripped the rule; the state was zeroed, every other metric is unmeasured
             last = {k: math.nan for k in host}
-            last["train_loss"] = value
         else:  # the state is frozen since `step`: the metrics measured now are those of that step
-            last = {k: float(x[b]) for k, x in host.items()}
-            last["train_loss"] = value
-            if not rows[b] or rows[b][-1]["step"] != step:
-                rows[b].append({"step": step, **last})
+            last = {k: float(x[i]) for k, x in host.items()}
+        last["train_loss"] = value
+        if not diverged and (not rows[b] or rows[b][-1]["step"] != step):
+            rows[b].append({"step": step, **last})
         summary: dict[str, Any] = {k: final[k] for k in FINAL_KEYS}
         for key in METRIC_KEYS:
             if key in last:
                 summary[key] = last[key]
         summary.update({"width": width, "batch_size": B, "device": str(device)})
-        fs = [f[b].detach().to("cpu").clone() for f in factors]
+        fs = [f[i].detach().to("cpu").clone() for f in factors]
         runs[b] = CPRun(configs[b], dict(problems[b].info), cp_tensor(fs), fs, pd.DataFrame(rows[b]), summary)
         if on_finish is not None:
             on_finish(b, runs[b])
 
-    finished = np.zeros(B, dtype=bool)
+    def compact(keep_rows: np.ndarray) -> None:
+        """Drop the finished runs from every per-run tensor (the data, the factors, the optimizer's state)."""
+        nonlocal factors, slots
+        keep = torch.as_tensor(keep_rows, device=device)
+        size = len(slots)
+        for key in state:
+            state[key] = state[key].index_select(0, keep)
+        factors = [f.index_select(0, keep) for f in factors]
+        data.select(keep, size)
+        _select_state(opt, keep, size)
+        slots = slots[keep_rows]
+
     t = 0
+    leaving: np.ndarray | None = None  # the rows to keep once this step is taken
     for t in range(horizon + 1):
+        Bc = len(slots)
+        st = state
         # --- evaluate theta_t --------------------------------------------------------------------------------------
         if gradients == "autograd":
             leaves = [f.detach().requires_grad_() for f in factors]
@@ -565,38 +596,35 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
         else:
             tens, k_left, k_right = data.unfold(factors)
             r = torch.addcmul(data.neg_observed, data.mask, tens)  # (T - observed) on the observed entries
-            loss = torch.bmm(r.view(B, 1, -1), r.view(B, -1, 1)).view(B).div_(data.m)
+            loss = torch.bmm(r.view(Bc, 1, -1), r.view(Bc, -1, 1)).view(Bc).div_(data.m)
         if t == 0:
-            limit = factor * loss.clamp_min(1.0)
+            st["limit"] = st["factor"] * loss.clamp_min(1.0)
         # --- stop rules, on the device -------------------------------------------------------------------------------
-        bad = ~(loss <= limit)  # NaN fails the comparison
+        bad = ~(loss <= st["limit"])  # NaN fails the comparison
         due = [se for se in every_values if (t + 1) % se == 0]
+        converged = None
         if due:
             check = every_masks[due[0]]
             for se in due[1:]:
                 check = check | every_masks[se]
-            streak = torch.where(check, torch.where(loss <= stop_loss, streak + 1, zero_i), streak)
-            converged = check & (streak > patience)
-            stop_now = bad | converged
-        else:
-            converged = no_runs
-            stop_now = bad
+            st["streak"] = torch.where(check, torch.where(loss <= st["stop_loss"], st["streak"] + 1, zero_i),
+                                       st["streak"])
+            converged = check & (st["streak"] > st["patience"])
+        stop_now = bad if converged is None else bad | converged
         if t in stop_at:
-            stop_now = stop_now | (max_steps_t <= t)
-        stopping = active & stop_now
-        why = torch.where(bad, 3, torch.where(converged, 1, 2))
-        reason = torch.where(stopping, why, reason)
-        stop_step = torch.where(stopping, t, stop_step)
-        stop_value = torch.where(stopping, loss, stop_value)
-        was_active = active
-        active = active & ~stopping
-        dead = (stopping & bad).view(B, 1, 1)
+            stop_now = stop_now | (st["max_steps"] <= t)
+        stopping = st["active"] & stop_now
+        why = torch.where(bad, 3, 2) if converged is None else torch.where(bad, 3, torch.where(converged, 1, 2))
+        st["reason"] = torch.where(stopping, why, st["reason"])
+        st["stop_step"] = torch.where(stopping, t, st["stop_step"])
+        st["stop_value"] = torch.where(stopping, loss, st["stop_value"])
+        was_active = st["active"]
+        st["active"] = was_active & ~stopping
+        dead = (stopping & bad).view(Bc, 1, 1)
         for f in factors:  # keep NaN/inf out of the batch: a diverged run's state is zeroed
             f.masked_fill_(dead, 0.0)
-        for buffers in opt.state:
-            for buf in buffers:
-                buf.masked_fill_(dead.view(B, *[1] * (buf.dim() - 1)), 0.0)
-        # --- host: log, finish -----------------------------------------------------------------------------------
+        _fill_state(opt, dead)
+        # --- host: log, finish, compact ------------------------------------------------------------------------------
         if t in logged or t % sync_every == 0 or t >= horizon:
             if tens is None:
                 tens = data.unfold(factors)[0].detach()
@@ -605,34 +633,67 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
             found["train_loss"] = loss
             host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
             was_h, bad_h = was_active.cpu().numpy(), bad.cpu().numpy()
-            step_h, reason_h, value_h = stop_step.cpu().numpy(), reason.cpu().numpy(), stop_value.cpu().double().numpy()
+            step_h, reason_h = st["stop_step"].cpu().numpy(), st["reason"].cpu().numpy()
+            value_h = st["stop_value"].cpu().double().numpy()
             if t in logged:
-                for b in range(B):
-                    if was_h[b] and not bad_h[b] and t in logged_sets[b]:
-                        rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
-            for b in np.flatnonzero((step_h >= 0) & ~finished):
-                finish(int(b), host, int(step_h[b]), int(reason_h[b]), float(value_h[b]))
-                finished[b] = True
+                for i, b in enumerate(slots):
+                    if was_h[i] and not bad_h[i] and t in logged_sets[b]:
+                        rows[b].append({"step": t, **{k: float(x[i]) for k, x in host.items()}})
+            done = step_h >= 0
+            for i in np.flatnonzero(done):
+                finish(int(i), host, int(step_h[i]), int(reason_h[i]), float(value_h[i]))
             if t % sync_every == 0 or t >= horizon:
                 report(t)
-            if finished.all():
+            if done.all():
                 break
+            if done.any():
+                leaving = np.flatnonzero(~done)
         if t >= horizon:
             break
         # --- move to theta_{t+1} -----------------------------------------------------------------------------------
-        frozen = (~active).view(B, 1, 1)
+        frozen = (~st["active"]).view(Bc, 1, 1)
         if gradients == "autograd":
             grads = [gr.masked_fill(frozen, 0.0) for gr in grads_ag]
         else:
-            g = r.masked_fill_(frozen, 0.0).mul_((2.0 / data.m).view(B, 1, 1))
+            g = r.masked_fill_(frozen, 0.0).mul_((2.0 / data.m).view(Bc, 1, 1))
             grads = _factor_grads(data, factors, k_left, k_right, g)
-        opt.step(factors, grads, lr * (~frozen).to(dtype))
+        opt.step(factors, grads, st["lr"] * (~frozen).to(dtype))
+        if leaving is not None:  # after the step, which left the finished runs where they were
+            compact(leaving)
+            logged, stop_at, every_values, every_masks = schedule()
+            leaving = None
     report(horizon)
     if bar is not None:
         bar.close()
-    if not finished.all():  # pragma: no cover - every run stops by max_steps at the latest
-        raise RuntimeError(f"runs {np.flatnonzero(~finished).tolist()} did not stop")
+    missing = [b for b in range(B) if runs[b] is None]
+    if missing:  # pragma: no cover - every run stops by max_steps at the latest
+        raise RuntimeError(f"runs {missing} did not stop")
     return [r for r in runs if r is not None]
+
+
+def _fill_state(opt: optimizers.BatchedOptimizer, dead: torch.Tensor) -> None:
+    """Zero the optimizer's per-run state of the runs flagged in ``dead`` (B, 1, 1)."""
+    for buffers in opt.state:
+        for buf in buffers:
+            buf.masked_fill_(dead.view(dead.shape[0], *[1] * (buf.dim() - 1)), 0.0)
+
+
+def _select_state(opt: optimizers.BatchedOptimizer, keep: torch.Tensor, size: int) -> None:
+    """Keep the rows ``keep`` of every per-run tensor the optimizer holds (in attributes or lists of them)."""
+    done: dict[int, torch.Tensor] = {}
+
+    def remap(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor) and obj.dim() > 0 and obj.shape[0] == size:
+            if id(obj) not in done:
+                done[id(obj)] = obj.index_select(0, keep)
+            return done[id(obj)]
+        if isinstance(obj, list):
+            for j, item in enumerate(obj):
+                obj[j] = remap(item)
+        return obj
+
+    for name, value in list(vars(opt).items()):
+        setattr(opt, name, remap(value))
 
 
 def _log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:

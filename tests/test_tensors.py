@@ -55,6 +55,19 @@ def test_manual_gradients_match_autograd(order, n):
         assert torch.allclose(x, z.detach(), rtol=1e-12, atol=1e-14)
 
 
+def test_autograd_path_matches_in_a_batch_whose_runs_stop_at_different_steps():
+    ps = [_problem(m=40, order=3, n=4, seed=0), _problem(m=64, order=3, n=4, seed=1)]
+    cs = [T.CPConfig(seed=0, max_steps=150, **F64), T.CPConfig(seed=1, max_steps=60, stop_every=1, **F64)]
+    a = T.train_cp(ps, cs, progress=False)
+    b = T.train_cp(ps, cs, progress=False, gradients="autograd")
+    for x, y in zip(a, b):
+        assert x.summary["steps"] == y.summary["steps"] == x.config.max_steps
+        assert torch.allclose(x.tensor, y.tensor, rtol=1e-10, atol=1e-14)
+    assert math.isnan(b[1].summary["error_unobserved"])  # every entry observed
+    # all 64 entries observed: the loss is the mean squared error over the tensor, ||T - T*||^2 / 64
+    assert a[1].summary["train_loss"] == pytest.approx(a[1].summary["error_all"] / 64, rel=1e-9)
+
+
 def test_paper_optimizer_is_normalized_gd_with_paper_options():
     c = T.CPConfig().validated()
     assert c.optimizer == "normalized_gd" and dict(c.optimizer_options) == {"beta": 0.99, "eps": 1e-6}
