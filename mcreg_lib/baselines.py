@@ -4,6 +4,8 @@
   ``|Z_ij - W*_ij| <= tol`` (tol = 1e-3) on the observed entries (or ``|<A_i, Z> - y_i| <= tol`` for sensing).
 * ``soft_impute``: Mazumder, Hastie & Tibshirani (2010): ``Z <- SVT_lambda(P_obs(X) + P_unobs(Z))`` along a
   decreasing path of lambda with warm starts.
+* ``optspace``: Keshavan, Montanari & Oh (2010), trimming, spectral start and gradient descent on the Grassmannian
+  (``mcreg_lib.optspace``, a Python implementation substituting for the R package of Zhao 2022).
 * ``table``: several methods on several problems, one row per (problem, method), with the metrics of trained runs
   (``mcreg_lib.objective.evaluate``).
 """
@@ -25,7 +27,7 @@ from .problems import Problem
 from .cache import memoize
 
 
-METHODS = ("nuclear_norm_minimization", "soft_impute")
+METHODS = ("nuclear_norm_minimization", "soft_impute", "optspace")
 
 
 @dataclass
@@ -96,7 +98,16 @@ def soft_impute(problem: Problem, *, n_lambdas: int = 30, lambda_min_ratio: floa
     return BaselineResult("soft_impute", z, summary, dict(problem.info))
 
 
-SOLVERS = {"nuclear_norm_minimization": nuclear_norm_minimization, "soft_impute": soft_impute}
+@memoize
+def optspace(problem: Problem, rank: int | None = None, **options: Any) -> BaselineResult:
+    """OptSpace (Keshavan, Montanari & Oh 2010), in our Python implementation standing in for the R package Zhao
+    (2022) used: ``mcreg_lib.optspace.optspace`` (its options, its tests and how it differs from the reference)."""
+    from .optspace import optspace as solve
+
+    return solve(problem, rank, **options)
+
+
+SOLVERS = {"nuclear_norm_minimization": nuclear_norm_minimization, "soft_impute": soft_impute, "optspace": optspace}
 
 
 def table(problems: Sequence[Problem], methods: Sequence[str] = METHODS,

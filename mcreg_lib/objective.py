@@ -37,6 +37,8 @@ METRICS: dict[str, str] = {
                  "metrics.reconstruction_error",
     "error_unobserved": "the same ratio over the unobserved entries only (P1's metric); "
                         "metrics.reconstruction_error with the unobserved mask",
+    "relative_residual": "||W - W*||_F / ||W*||_F, unsquared (P4's tensor error, P2's factorization residual); "
+                         "metrics.relative_residual (not logged by train)",
     "test_mse": "mean squared error over held-out entries (real data); metrics.completion_loss",
     "effective_rank": "exp of the entropy of sigma / sum(sigma) (Roy & Vetterli 2007); metrics.effective_rank",
     "nuclear_norm": "sum of singular values; metrics.nuclear_norm",
@@ -87,8 +89,11 @@ class Observations:
         else:
             if len({p.n_observed for p in unique}) > 1:
                 raise ValueError("sensing problems in one batch must have the same number of measurements")
-            self.a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))  # (B|1, m, n_rows * n_cols)
-            self.y = stack(lambda p: p.values)[..., None]
+            # (m, n_rows * n_cols) when every run shares one operator (then one GEMM serves the whole batch),
+            # else (B, m, n_rows * n_cols)
+            a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))
+            self.a = a[0] if len(unique) == 1 else a
+            self.y = stack(lambda p: p.values)  # (1|B, m)
         self.target = stack(lambda p: p.target) if all(p.target is not None for p in unique) else None
         self.test = None
         if all(p.test_rows is not None for p in unique):
@@ -100,13 +105,19 @@ class Observations:
 
         ``out``: a buffer shaped like W for R (completion), so a training loop allocates nothing per step.
         """
+        b = w.shape[0]
         if self.kind == "completion":
             r = torch.addcmul(self.neg_observed, self.mask, w, out=out)  # M o W - P_obs(W*), in one fused op
-            b = r.shape[0]
-            return torch.bmm(r.view(b, 1, -1), r.view(b, -1, 1)).view(b).div_(self.m), r  # one batched dot
-        res = torch.matmul(self.a, w.reshape(w.shape[0], -1, 1)) - self.y  # (B, m, 1)
-        r = torch.matmul(self.a.transpose(1, 2), res).view_as(w)
-        return res.square().sum((1, 2)) / self.m, r
+            flat = r.view(b, -1)
+            return torch.linalg.vecdot(flat, flat).div_(self.m), r
+        flat = w.reshape(b, -1)
+        if self.a.ndim == 2:  # one operator for the batch: <A_i, W_b> for all i, b as one product, and back
+            res = torch.mm(flat, self.a.T) - self.y  # (B, m)
+            r = torch.mm(res, self.a).view_as(w)
+        else:
+            res = torch.bmm(self.a, flat.unsqueeze(-1)).squeeze(-1) - self.y
+            r = torch.bmm(res.unsqueeze(1), self.a).view_as(w)
+        return torch.linalg.vecdot(res, res) / self.m, r
 
     def metrics(self, w: torch.Tensor, layers: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every metric of :data:`METRICS` but the loss and the penalty, for a batch W and its layers."""

@@ -19,8 +19,9 @@ The protocol, as the paper's released code runs it (numbers in brackets are the 
   ``normalized_gd``): ``lr / (sqrt(v_hat) + eps)`` with v an EMA (beta = 0.99, bias corrected) of the squared norm
   of the whole gradient, lr = 1e-2, eps = 1e-6; float32.
 * Stop: when the loss is below 1e-6 at three checks in a row, one check every 100 steps (or after 10^6 steps).
-* Reconstruction error: ``||T - T*||_F / ||T*||_F``, *not* squared (``reconstruction_error`` here; its square,
-  the book's convention for matrices, is ``error_all``).
+* Reconstruction error: the paper's is ``||T - T*||_F / ||T*||_F``, *not* squared: ``relative_residual`` here (as
+  ``mcreg_lib.metrics.relative_residual``); its square, the book's convention for matrices
+  (``metrics.reconstruction_error``), is ``error_all``.
 * "linear": the observed entries in place and zeros elsewhere (it memorizes the observations and predicts zero
   elsewhere). This is the minimal-Frobenius-norm tensor that fits the observations, the point to which gradient
   descent on the tensor's own entries (a linear model) converges from zero.
@@ -67,7 +68,8 @@ import pandas as pd
 import torch
 
 from . import _validate as v
-from . import metrics, optimizers
+from . import metrics, objective, optimizers, settings
+from .training import log_steps
 
 KIND = "tensor_completion"
 
@@ -289,7 +291,7 @@ class CPRun:
         s = self.summary
         return (f"CPRun(width={s.get('width')}, optimizer={self.config.optimizer!r}, steps={s.get('steps')}, "
                 f"stop_reason={s.get('stop_reason')!r}, train_loss={s.get('train_loss'):.3g}, "
-                f"reconstruction_error={s.get('reconstruction_error')}, diverged={s.get('diverged')})")
+                f"relative_residual={s.get('relative_residual')}, diverged={s.get('diverged')})")
 
 
 def default_width(order: int, n: int) -> int:
@@ -376,11 +378,11 @@ class _Batch:
     def metrics(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {"tensor_norm": t.square().sum((1, 2)).sqrt()}
         if self.target is not None:
-            err2 = metrics.relative_error(t, self.target)
+            err2 = metrics.reconstruction_error(t, self.target)
             out["error_all"] = err2
-            out["reconstruction_error"] = err2.sqrt()
+            out["relative_residual"] = err2.sqrt()
             unobserved = 1.0 - self.mask
-            err_u = metrics.relative_error(t, self.target, unobserved)
+            err_u = metrics.reconstruction_error(t, self.target, unobserved)
             none_left = unobserved.sum((1, 2)) == 0  # every entry observed: no error to measure
             out["error_unobserved"] = err_u.masked_fill(none_left, math.nan)
         return out
@@ -416,7 +418,7 @@ def _cpu_threads(threads: int | None, device: torch.device) -> Iterator[None]:
 
 FINAL_KEYS = ("steps", "stop_reason", "diverged", "diverged_at", "seconds")
 _REASONS = {1: "stop_loss", 2: "max_steps", 3: "diverged"}
-METRIC_KEYS = ("train_loss", "reconstruction_error", "error_all", "error_unobserved", "tensor_norm")
+METRIC_KEYS = ("train_loss", "relative_residual", "error_all", "error_unobserved", "tensor_norm")
 
 
 def _check_batch(problems: Sequence[TensorProblem], configs: Sequence[CPConfig]) -> None:
@@ -481,9 +483,7 @@ def train_cp(
 
 
 def _train(problems, configs, device, progress, description, on_finish, on_progress, gradients, sync_every):
-    from .training import _progress_default
-
-    progress = _progress_default() if progress is None else bool(progress)
+    progress = settings.progress_default() if progress is None else bool(progress)
     c0, B, p0 = configs[0], len(configs), problems[0]
     dtype = v.dtype(c0.dtype)
     order, n = p0.order, p0.n
@@ -516,7 +516,7 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
     slots = np.arange(B)
     max_steps = [c.max_steps for c in configs]
     horizon = max(max_steps)
-    logged_sets = [set(_log_steps(c.max_steps, c.logs_per_decade).tolist()) for c in configs]
+    logged_sets = [set(log_steps(c.max_steps, c.logs_per_decade).tolist()) for c in configs]
     zero_i = torch.zeros((), dtype=torch.int64, device=device)
 
     def schedule() -> tuple[set[int], set[int], list[int], dict[int, torch.Tensor]]:
@@ -601,9 +601,9 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
             r = torch.addcmul(data.neg_observed, data.mask, tens)  # (T - observed) on the observed entries
             loss = torch.bmm(r.view(Bc, 1, -1), r.view(Bc, -1, 1)).view(Bc).div_(data.m)
         if t == 0:
-            st["limit"] = st["factor"] * loss.clamp_min(1.0)
+            st["limit"] = objective.divergence_limit(loss, st["factor"])
         # --- stop rules, on the device -------------------------------------------------------------------------------
-        bad = ~(loss <= st["limit"])  # NaN fails the comparison
+        bad = objective.is_diverged(loss, st["limit"])
         due = [se for se in every_values if (t + 1) % se == 0]
         converged = None
         if due:
@@ -699,12 +699,6 @@ def _select_state(opt: optimizers.BatchedOptimizer, keep: torch.Tensor, size: in
         setattr(opt, name, remap(value))
 
 
-def _log_steps(max_steps: int, logs_per_decade: int) -> np.ndarray:
-    from .training import log_steps
-
-    return log_steps(max_steps, logs_per_decade)
-
-
 def fit_cp(problem: TensorProblem, *, device: str | torch.device | None = None, progress: bool | None = None,
            gradients: str = "manual", threads: int | None = 1, **config: Any) -> CPRun:
     """Train one CP factorization on ``problem``; keyword arguments are :class:`CPConfig` fields."""
@@ -747,7 +741,7 @@ def linear_baseline(problem: TensorProblem) -> torch.Tensor:
 
 
 def tensor_metrics(problem: TensorProblem, tensor: torch.Tensor) -> dict[str, float]:
-    """train_loss, reconstruction_error (the paper's, not squared), error_all, error_unobserved and tensor_norm of
+    """train_loss, relative_residual (the paper's reconstruction error, not squared), error_all, error_unobserved and tensor_norm of
     any tensor, by the definitions the training loop uses."""
     if not isinstance(problem, TensorProblem):
         v.fail("problem", problem, "a TensorProblem (see tensor_completion_problem)")

@@ -48,7 +48,7 @@ def test_baselines_table_recovers_an_easy_problem():
     assert list(t["method"]) == ["soft_impute"] * 2
     assert list(t["problem_seed"]) == [0, 1]
     assert (t["error_unobserved"] < 0.1).all()  # zero-filling would give 1
-    with pytest.raises(ValueError, match="methods='optspace'"):
-        baselines.table(probs, methods=["optspace"])
+    with pytest.raises(ValueError, match="methods='svt'"):
+        baselines.table(probs, methods=["svt"])
     with pytest.raises(ValueError, match="pass options by keyword"):
         baselines.table(probs, {"soft_impute": {}})

@@ -93,13 +93,13 @@ def test_small_init_recovers_rank_one_from_enough_observations():
     s = run.summary
     assert s["stop_reason"] == "stop_loss" and not s["diverged"]
     assert s["steps"] % 100 == 99 and s["steps"] >= 299  # three checks in a row, one every 100 steps
-    assert s["train_loss"] <= 1e-6 and s["reconstruction_error"] < 1e-3
-    assert math.isclose(s["error_all"], s["reconstruction_error"] ** 2, rel_tol=1e-9)
+    assert s["train_loss"] <= 1e-6 and s["relative_residual"] < 1e-3
+    assert math.isclose(s["error_all"], s["relative_residual"] ** 2, rel_tol=1e-9)
     assert T.cp_rank(run.tensor) == 1
     h = run.history
     assert h["step"].iloc[0] == 0 and h["step"].iloc[-1] == s["steps"] and h["step"].is_monotonic_increasing
-    assert set(h.columns) >= {"train_loss", "reconstruction_error", "error_all", "error_unobserved", "tensor_norm"}
-    assert math.isclose(T.tensor_metrics(p, run.tensor)["reconstruction_error"], s["reconstruction_error"],
+    assert set(h.columns) >= {"train_loss", "relative_residual", "error_all", "error_unobserved", "tensor_norm"}
+    assert math.isclose(T.tensor_metrics(p, run.tensor)["relative_residual"], s["relative_residual"],
                         rel_tol=1e-9)
 
 
@@ -108,14 +108,14 @@ def test_plain_gd_from_small_init_heads_to_the_target():
     p = _problem(m=120)
     run = T.fit_cp(p, progress=False, optimizer="gd", lr=100.0, init_scale=0.03, width=4, max_steps=1500,
                    stop_every=1, stop_patience=0, stop_loss=1e-12, **F64)
-    assert run.summary["stop_reason"] == "max_steps" and run.summary["reconstruction_error"] < 0.05
+    assert run.summary["stop_reason"] == "max_steps" and run.summary["relative_residual"] < 0.05
 
 
 def test_too_few_observations_do_not_determine_the_tensor():
     p = _problem(m=12)
     run = T.fit_cp(p, progress=False, max_steps=3000, **F64)
     assert run.summary["train_loss"] <= 1e-6  # it fits the observations ...
-    assert run.summary["reconstruction_error"] > 0.3  # ... but not the tensor
+    assert run.summary["relative_residual"] > 0.3  # ... but not the tensor
 
 
 def test_batch_equals_runs_alone():
@@ -143,7 +143,7 @@ def test_diverging_run_is_marked_and_the_others_are_untouched():
     s = runs[1].summary
     assert s["diverged"] and s["stop_reason"] == "diverged" and s["diverged_at"] == s["steps"] >= 1
     assert not math.isfinite(s["train_loss"]) or s["train_loss"] > 1e6
-    assert math.isnan(s["reconstruction_error"])
+    assert math.isnan(s["relative_residual"])
     assert all(bool((f == 0).all()) for f in runs[1].factors)
     assert runs[1].history["step"].max() < s["diverged_at"]
     alone = T.train_cp(p, [ok], progress=False)[0]
@@ -185,7 +185,7 @@ def test_linear_baseline_is_the_minimal_norm_fit():
     assert torch.allclose(x, flat, atol=1e-10)
     m = T.tensor_metrics(p, lin)
     assert m["train_loss"] == 0.0 and math.isclose(m["error_unobserved"], 1.0)
-    assert math.isclose(m["reconstruction_error"] ** 2, 1.0 - float(p.values.square().sum()), rel_tol=1e-9)
+    assert math.isclose(m["relative_residual"] ** 2, 1.0 - float(p.values.square().sum()), rel_tol=1e-9)
 
 
 # --- tensor rank ----------------------------------------------------------------------------------------------------
