@@ -340,7 +340,7 @@ class _Progress:
 
     def __init__(self, max_steps: Sequence[int], on_progress: Callable[[int, int], None] | None, bar: bool,
                  description: str) -> None:
-        self.max_steps, self.on_progress = list(max_steps), on_progress
+        self.max_steps, self.on_progress = [int(m) for m in max_steps], on_progress
         self.horizon = max(self.max_steps)
         self.bar = None
         if bar and on_progress is None:
