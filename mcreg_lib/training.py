@@ -326,7 +326,7 @@ class Batch:
             self.opt.step(self.layers, self.grads, self.lr_eff)
             return
         # plain GD, fused: mirrors models.layer_grads (the step is in g), each layer updated once its gradient is
-        # taken and the product passed down from its old value (tests/test_training.py holds the two equal)
+        # taken and the product passed down from its old value (tests/test_models.py holds the two equal)
         a = g
         for j in range(self.depth - 1, 0, -1):
             nxt = torch.bmm(self.layers[j].mT, a, out=self.work[j])
