@@ -277,8 +277,9 @@ def as_cache(cache: Any) -> RunCache | None:
 # --- audits: re-compute a few cached results and compare -------------------------------------------------------------
 
 class _Auditor:
-    """Up to ``$MCREG_AUDIT`` audits in this process, on keys chosen by ``$MCREG_AUDIT_SEED`` (one in three reads is
-    a candidate, so the audited results spread over the chapter rather than its first reads only)."""
+    """Up to ``$MCREG_AUDIT`` audits in this process: the first result read (so a chapter that reads anything audits
+    something), then reads chosen by ``$MCREG_AUDIT_SEED`` (one in three is a candidate, so the audits spread over
+    the chapter rather than its first reads only)."""
 
     def __init__(self) -> None:
         self.used = 0
@@ -286,7 +287,7 @@ class _Auditor:
     def pick(self, key: str) -> bool:
         if self.used >= settings.audit_budget():
             return False
-        if int(hashlib.sha256((settings.audit_seed() + key).encode()).hexdigest()[:8], 16) % 3:
+        if self.used and int(hashlib.sha256((settings.audit_seed() + key).encode()).hexdigest()[:8], 16) % 3:
             return False
         self.used += 1
         return True

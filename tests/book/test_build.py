@@ -1,0 +1,67 @@
+"""The build: a chapter through a Dask LocalCluster and the run cache, a rebuild that trains nothing, clear errors
+before any chapter runs, and the cold-time estimate."""
+
+import json
+import shutil
+
+import pytest
+
+from mcreg_lib.book import build as build_mod
+
+from ..conftest import ROOT
+
+
+def _sources(tmp_path):
+    for name in ("_config.yml", "_toc.yml", "jupytext.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks",
+                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "*_files"))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_chapter_through_a_dask_cluster_then_a_rebuild_that_trains_nothing(tmp_path, monkeypatch):
+    from distributed import LocalCluster
+
+    src = _sources(tmp_path)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.setenv("MCREG_RUN_ON", f"dask:{cluster.scheduler_address}")
+        kw = dict(preview=True, cache=tmp_path / "cache", progress=False, out=tmp_path / "_build",
+                  notebooks=src / "notebooks")
+        first = build_mod.build(["getting_started"], **kw)
+        second = build_mod.build(["getting_started"], **kw)
+    a, b = first["chapters"]["getting_started"], second["chapters"]["getting_started"]
+    assert "Dask" in first["run_on"]
+    assert a["runs_trained"] > 0 and a["runs_read"] == 0
+    assert b["runs_trained"] == 0 and b["values_computed"] == 0, "a rebuild reads every result from the cache"
+    assert b["runs_read"] == a["runs_trained"] and b["values_read"] == a["values_computed"]
+    assert b["audits"] >= 1 and b["audits_ok"] == b["audits"], "the rebuild audited what it read"
+    claims = json.loads((tmp_path / "_build" / "claims" / "getting_started.json").read_text())
+    assert claims["parameters"]["preview"] is True
+    assert (src / "notebooks" / "getting_started.md").stat().st_mtime >= \
+        (src / "notebooks" / "getting_started.ipynb").stat().st_mtime, "the text file is the newer of the pair"
+
+
+def test_bad_settings_fail_before_any_chapter(tmp_path, monkeypatch):
+    src = _sources(tmp_path)
+    kw = dict(cache=tmp_path / "cache", progress=False, out=tmp_path / "_build", notebooks=src / "notebooks")
+    monkeypatch.setenv("MCREG_RUN_ON", "dask:tcp://127.0.0.1:9")
+    with pytest.raises(ConnectionError, match="could not reach the Dask scheduler"):
+        build_mod.build(["getting_started"], **kw)
+    monkeypatch.setenv("MCREG_RUN_ON", "gpu")
+    with pytest.raises(ValueError, match="MCREG_RUN_ON='gpu' is not allowed"):
+        build_mod.build(["getting_started"], **kw)
+    monkeypatch.delenv("MCREG_RUN_ON")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises((PermissionError, ValueError)):
+        build_mod.build(["getting_started"], **{**kw, "cache": tmp_path / "file"})
+    assert not (tmp_path / "_build" / "claims").exists(), "no chapter ran"
+
+
+def test_estimate_prefers_the_last_cold_build_of_this_cache(tmp_path):
+    seconds, source = build_mod.estimate(["getting_started", "depth"], False, tmp_path)
+    assert "2-core" in source and seconds > 0
+    (tmp_path / "last-build-protocol.json").write_text(json.dumps(
+        {"date": "today", "cold_seconds": {"getting_started": 10.0, "depth": 20.0}}))
+    assert build_mod.estimate(["getting_started", "depth"], False, tmp_path) == (
+        30.0, "the last cold build of this size on this machine (today)")
