@@ -58,17 +58,18 @@ CASES = [
     ("completion", 30, 4, 200, "SCS", False, True),  # dof 224 > m
     ("completion", 20, 2, 60, "SCS", False, False),  # dof 76 > m; minimizers with error_all 0.61 to 0.72
     ("completion", 20, 3, 300, "CLARABEL", True, True),  # dof 111
-    ("completion", 30, 3, 600, "CLARABEL", True, True),  # dof 171
+    ("completion", (30, 20), 2, 400, "CLARABEL", True, True),  # not square: dof r (n1 + n2 - r) = 96
     ("sensing", 10, 2, 25, "SCS", False, True),  # dof 36 > m
     ("sensing", 10, 2, 80, "CLARABEL", True, True),
 ]
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-n{c[1]}-r{c[2]}-m{c[3]}")
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-n{c[1] if isinstance(c[1], int) else 'x'.join(map(str, c[1]))}-r{c[2]}-m{c[3]}")
 def case(request):
     kind, n, rank, m, solver, recovers, unique = request.param
     make = mc.completion_problem if kind == "completion" else mc.sensing_problem
-    problem = make(n, rank, m, seed=0)
+    shape = {"n_rows": n[0], "n_cols": n[1]} if isinstance(n, tuple) else {"n": n}
+    problem = make(rank=rank, seed=0, **shape, **{"n_observed" if kind == "completion" else "n_measurements": m})
     z, info = nnm.solve(problem, TOL)
     return problem, z, info, cvxpy_reference(problem, solver), recovers, unique
 
@@ -103,7 +104,7 @@ def test_recovery_above_degrees_of_freedom_only(case):
 
 
 def test_warm_start_same_answer_fewer_iterations():
-    p = mc.completion_problem(30, 3, 600, seed=0)
+    p = mc.completion_problem(30, 3, 600, seed=0)  # dof 171
     z, info = nnm.solve(p)
     # from its own solution: stops at the first check, same matrix
     z2, info2 = nnm.solve(p, warm_start=(z, info["dual"], info["rho"]))
