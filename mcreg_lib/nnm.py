@@ -61,8 +61,9 @@ What this guarantees: ``dual_bound <= OPT`` (weak duality), so ``||Z||_* <= OPT 
 sensing the upper end is None). The certificate is pessimistic: the dual iterate's spectral norm exceeds 1 by about
 ``gap`` and dividing it out costs the whole gap, while the primal objective is typically right to 1e-8 relative.
 Measured (tests/test_nnm.py, bench/nnm_bench.py): the objective agrees with cvxpy (Clarabel, an interior-point
-solver, or SCS at eps <= 1e-7) to 1e-7 relative, and error_all to 1% relative where the minimizer is unique
-(0.03% at n = 100). Below the recovery threshold the minimizer need not be unique: at n = 20, rank 2, m = 60, our
+solver, or SCS at eps <= 1e-7) to 4e-8 relative, and error_all to 1% relative where the minimizer is unique
+(0.25% at most); at n = 100 against SCS at eps = 1e-6: objective 3e-7, error_all 4e-7 to 0.3% (SCS's own
+violations there reach 1.5% of tol, ours stay below 1e-6). Below the recovery threshold the minimizer need not be unique: at n = 20, rank 2, m = 60, our
 Z, SCS's and Clarabel's have the same objective to 1e-8 and error_all 0.72, 0.70 and 0.61, i.e. error_all is
 then a property of the solver, not of the program.
 
@@ -71,8 +72,9 @@ for completion ``dual`` is the n1 x n2 multiplier matrix (zero off the observed 
 new problem are dropped, new ones start at 0); for sensing it is the vector mu of length m. The start is
 ``t_0 = Z - dual / rho``, the DR state whose fixed point is (Z, dual), and the Halpern anchor. Re-solving a problem
 from its own solution stops at the first check; a nearby problem (tol 1e-3 -> 1.2e-3, or 1% more observations)
-takes 2x to 4x fewer iterations; along the book's grid (m -> m + 500) the active constraints change too much and it
-saves 0 to 30% (bench/nnm_bench.py).
+takes 2x to 4x fewer iterations; along the book's grid (m -> m + 500) the active constraints change too much: over the
+54 solves it saved 4% of the time (median 400 instead of 450 iterations, some solves took longer;
+bench/nnm_results.md).
 """
 
 from __future__ import annotations
