@@ -1,7 +1,8 @@
 """Classic completion methods, reported with the same metrics as trained runs.
 
-* ``nuclear_norm_minimization``: as in P1's and P3's code, cvxpy with SCS, minimize ``||Z||_*`` subject to
-  ``|Z_ij - W*_ij| <= tol`` (tol = 1e-3) on the observed entries (or ``|<A_i, Z> - y_i| <= tol`` for sensing).
+* ``nuclear_norm_minimization``: P1's and P3's program, minimize ``||Z||_*`` subject to ``|Z_ij - W*_ij| <= tol``
+  (tol = 1e-3) on the observed entries (or ``|<A_i, Z> - y_i| <= tol`` for sensing), solved by our
+  Douglas-Rachford solver (``mcreg_lib.nnm``) or, as in the papers' code, by cvxpy with SCS.
 * ``soft_impute``: Mazumder, Hastie & Tibshirani (2010): ``Z <- SVT_lambda(P_obs(X) + P_unobs(Z))`` along a
   decreasing path of lambda with warm starts.
 * ``optspace``: Keshavan, Montanari & Oh (2010), trimming, spectral start and gradient descent on the Grassmannian
@@ -38,33 +39,56 @@ class BaselineResult:
     problem_info: dict[str, Any] = field(default_factory=dict)
 
 
+SOLVERS_NNM = ("douglas_rachford", "cvxpy")
+
+
 @memoize
-def nuclear_norm_minimization(problem: Problem, tol: float = 1e-3, *, max_iters: int = 100_000,
-                              eps: float = 1e-6, verbose: bool = False) -> BaselineResult:
-    """Minimum-nuclear-norm matrix consistent with the observations to within ``tol`` (cvxpy, SCS)."""
+def nuclear_norm_minimization(problem: Problem, tol: float = 1e-3, *, solver: str = "douglas_rachford",
+                              max_iters: int | None = None, eps: float = 1e-6, verbose: bool = False
+                              ) -> BaselineResult:
+    """Minimum-nuclear-norm matrix consistent with the observations to within ``tol``: the papers' program,
+    ``min ||Z||_*`` s.t. ``|Z_ij - W*_ij| <= tol`` on the observed entries (``|<A_i, Z> - y_i| <= tol`` for sensing).
+
+    solver: ``"douglas_rachford"`` (default; ``mcreg_lib.nnm``: stops when every constraint holds to 1e-6 and the
+    certified relative duality gap is below 1e-5; tens of times faster than SCS at n = 100, tests hold it to
+    cvxpy's objective) or ``"cvxpy"`` (cvxpy with SCS at accuracy ``eps``, as in the papers' code).
+    """
+    solver = v.choice("solver", solver, SOLVERS_NNM)
+    tol = v.real("tol", tol, 0.0)
+    if solver == "douglas_rachford":
+        from . import nnm
+
+        w, info = nnm.solve(problem, tol, **({} if max_iters is None else {"max_iters": max_iters}),
+                            verbose=verbose)
+        status, seconds = info["status"], info["seconds"]
+        extra = {"iterations": info["iterations"], "violation": info["violation"], "gap": info["gap"]}
+    else:
+        w, status, seconds = _cvxpy_nnm(problem, tol, max_iters or 100_000, eps, verbose)
+        extra = {}
+    summary = {"method": "nuclear_norm_minimization", "solver": solver, "status": status, "seconds": seconds,
+               "tol": tol, **extra, **evaluate(problem, w)}
+    return BaselineResult("nuclear_norm_minimization", w, summary, dict(problem.info))
+
+
+def _cvxpy_nnm(problem: Problem, tol: float, max_iters: int, eps: float, verbose: bool
+               ) -> tuple[torch.Tensor, str, float]:
     import cvxpy as cp
 
-    tol = v.real("tol", tol, 0.0)
     n_rows, n_cols = problem.shape
     z = cp.Variable((n_rows, n_cols))
     if problem.kind == "completion":
         r, c = problem.rows.numpy(), problem.cols.numpy()
-        flat_index = r * n_cols + c
-        lhs = cp.vec(z, order="C")[flat_index]
+        lhs = cp.vec(z, order="C")[r * n_cols + c]
     else:
         a = problem.measurements.numpy().reshape(problem.n_observed, -1)
         lhs = a @ cp.vec(z, order="C")
-    cons = [cp.abs(lhs - problem.values.numpy()) <= tol]
-    prob = cp.Problem(cp.Minimize(cp.normNuc(z)), cons)
+    prob = cp.Problem(cp.Minimize(cp.normNuc(z)), [cp.abs(lhs - problem.values.numpy()) <= tol])
     start = time.perf_counter()
     prob.solve(solver=cp.SCS, max_iters=max_iters, eps=eps, verbose=verbose)
     seconds = time.perf_counter() - start
     if z.value is None:
         raise RuntimeError(f"SCS found no solution (status {prob.status!r})")
-    w = torch.as_tensor(np.asarray(z.value), dtype=torch.float64)
-    summary = {"method": "nuclear_norm_minimization", "status": prob.status, "seconds": seconds, "tol": tol,
-               **evaluate(problem, w)}
-    return BaselineResult("nuclear_norm_minimization", w, summary, dict(problem.info))
+    return torch.as_tensor(np.asarray(z.value), dtype=torch.float64), prob.status, seconds
 
 
 @memoize
