@@ -41,7 +41,7 @@ def cvxpy_reference(problem, solver):
         prob.solve(solver=solver, **opts)
     assert prob.status == "optimal", prob.status
     w = torch.as_tensor(z.value, dtype=torch.float64)
-    return float(torch.linalg.svdvals(w).sum()), mc.relative_error(w, problem.target).item()
+    return float(torch.linalg.svdvals(w).sum()), mc.reconstruction_error(w, problem.target).item()
 
 
 def violation(problem, z):
@@ -84,7 +84,7 @@ def test_agrees_with_cvxpy(case):
     if hi is not None:
         assert hi >= ref_obj * (1 - 1e-7)
     if unique:
-        assert mc.relative_error(z, problem.target).item() == pytest.approx(ref_err, rel=ERR_RTOL)
+        assert mc.reconstruction_error(z, problem.target).item() == pytest.approx(ref_err, rel=ERR_RTOL)
 
 
 def test_feasible_and_certified(case):
@@ -96,7 +96,7 @@ def test_feasible_and_certified(case):
 
 def test_recovery_above_degrees_of_freedom_only(case):
     problem, z, _, _, recovers, _ = case
-    err = mc.relative_error(z, problem.target).item()
+    err = mc.reconstruction_error(z, problem.target).item()
     if recovers:
         assert err < 1e-5  # exact up to the tol = 1e-3 box: about 1e-6
     else:
