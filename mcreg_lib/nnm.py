@@ -83,7 +83,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import _threads
