@@ -49,7 +49,7 @@ from .problems import Problem
 from .training import Run, RunConfig
 
 # Bump when a change to the library changes the numbers a run produces (the training loop, inits, metrics).
-RESULTS_VERSION = "3"
+RESULTS_VERSION = "4"
 DEFAULT_DIR = ".mcreg_cache"
 MAGIC = b"MCREG-RUN-1\n"
 AUDIT_RTOL = 1e-5  # an audited result must match the stored one to this relative tolerance (bitwise in practice)

@@ -61,9 +61,9 @@ def is_diverged(loss: torch.Tensor, limit: torch.Tensor | float) -> torch.Tensor
 
 
 def finite_or_zero(w: torch.Tensor) -> torch.Tensor:
-    """``w`` (B, ...) with every batch entry that holds a NaN or inf replaced by zeros (SVDs fail on non-finite
-    input; a diverged run's state is measured as zeros, never logged)."""
-    finite = torch.isfinite(w).flatten(1).all(1)
+    """``w`` (B, ...) with every batch entry that holds a NaN or inf (or sums past the float range) replaced by
+    zeros (SVDs fail on non-finite input; a diverged run's state is measured as zeros, never logged)."""
+    finite = torch.isfinite(w.flatten(1).sum(1))  # one reduction: an inf or NaN anywhere makes the sum non-finite
     if bool(finite.all()):
         return w
     return torch.where(finite.view(-1, *([1] * (w.ndim - 1))), w, torch.zeros((), dtype=w.dtype))

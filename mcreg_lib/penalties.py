@@ -17,7 +17,10 @@ Two ways to get the singular directions (``method``):
 * ``"svd"``: ``torch.linalg.svd`` of W in W's own precision. In float32 its ``U V^T`` is accurate to about
   ``eps32 * kappa`` (kappa = sigma_1 / sigma_min): 4e-4 at kappa = 1e5, 4e-2 at 1e7.
 * ``"gram"``: the eigendecomposition of ``G = W^T W`` computed in **float64** (W's float32 entries are exact in
-  float64), ``sigma_i = sqrt(lambda_i)`` and ``U V^T = W V diag(1 / sigma) V^T``. Its error is about
+  float64), ``sigma_i = sqrt(lambda_i)`` and ``U V^T = W V diag(1 / sigma) V^T``; the ratio's gradient is then
+  ``W V diag(c) V^T`` with ``c_i = 1 / (sigma_i ||W||_F) - ||W||_* / ||W||_F^3`` (since ``W = W V V^T``), two
+  matrix products per run on top of the decomposition (``make bench`` prints the step against the decomposition
+  alone). Its error is about
   ``eps64 * kappa^2``, which is below the float32 SVD's ``eps32 * kappa`` for every kappa below eps32 / eps64 (5e8):
   in float32 it is the more accurate of the two (tests/test_penalties.py measures both against a float64 SVD), and
   an eigendecomposition of a symmetric matrix costs less than an SVD. Directions with ``lambda_i <= eps64 *
@@ -105,20 +108,24 @@ def _value_and_grad(w: torch.Tensor, penalty: str, opts: dict[str, float],
 
 
 def _gram_value_and_grad(w: torch.Tensor, penalty: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # Both gradients are W V diag(c) V^T for weights c on the eigenvectors V of G = W^T W: U V^T = W V diag(1/sigma)
+    # V^T (on the resolved directions) and W = W V V^T, so for the ratio c_i = 1/(sigma_i ||W||_F) - ||W||_* /
+    # ||W||_F^3 (the second part on every direction). Two products: W (V diag(c)) in float64 (W v_i / sigma_i needs
+    # it where sigma_i is small), then by V^T in W's precision (its factors hold entries of order one).
     w64 = w.to(torch.float64)
     lam, vec = torch.linalg.eigh(w64.mT @ w64)  # ascending eigenvalues of W^T W
+    lam = lam.clamp_min(0.0)
     resolved = lam > torch.finfo(torch.float64).eps * lam[:, -1:]
-    sigma = lam.clamp_min(0.0).sqrt() * resolved
+    sigma = lam.sqrt() * resolved
     inv = torch.where(resolved, sigma, torch.ones((), dtype=sigma.dtype)).reciprocal() * resolved
-    u = torch.bmm(w64, vec * inv[:, None, :])  # W v_i / sigma_i = u_i: needs float64 where sigma_i is small
-    # U V^T on the resolved directions; U and V hold entries of order one, so W's precision suffices for this product
-    polar = torch.bmm(u.to(w.dtype), vec.to(w.dtype).mT)
     nuc = sigma.sum(-1)
     if penalty == "nuclear":
-        return nuc.to(w.dtype), polar
-    fro = w64.square().sum((-1, -2)).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
-    grad = polar.to(torch.float64) / fro[:, None, None] - w64 * (nuc / fro**3)[:, None, None]
-    return (nuc / fro).to(w.dtype), grad.to(w.dtype)
+        c, value = inv, nuc
+    else:
+        fro = lam.sum(-1).sqrt().clamp_min(torch.finfo(torch.float64).tiny)  # ||W||_F^2 = trace(W^T W)
+        c, value = inv / fro[:, None] - (nuc / fro**3)[:, None], nuc / fro
+    left = torch.bmm(w64, vec * c[:, None, :])
+    return value.to(w.dtype), torch.bmm(left.to(w.dtype), vec.to(w.dtype).mT)
 
 
 def value(w: torch.Tensor, penalty: str, opts: dict[str, float] | None = None) -> torch.Tensor:

@@ -96,12 +96,17 @@ def progress_default() -> bool:
     return os.environ.get("MCREG_PROGRESS", "1") not in ("0", "false", "False", "")
 
 
+def _plain(x: Any) -> Any:
+    """numpy and torch scalars as Python numbers, anything else as its text (for JSON)."""
+    return x.item() if hasattr(x, "item") else str(x)
+
+
 def log_event(event: str, **fields: Any) -> None:
     """Append one JSON line to ``MCREG_EVENTS`` (if set): what the cache did, for the provenance page."""
     path = os.environ.get("MCREG_EVENTS")
     if not path:
         return
-    line = json.dumps({"event": event, "time": time.time(), **fields}, default=str)
+    line = json.dumps({"event": event, "time": time.time(), **fields}, default=_plain)
     with open(path, "a") as f:  # one short write per line: lines from several processes do not interleave
         f.write(line + "\n")
 
@@ -140,7 +145,7 @@ def write_progress(path: str, **fields: Any) -> None:
     """Replace the progress file with the current counts (atomic: a reader never sees half a line)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump({"time": time.time(), **fields}, f)
+        json.dump({"time": time.time(), **fields}, f, default=_plain)
     os.replace(tmp, path)
 
 

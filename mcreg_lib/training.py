@@ -326,7 +326,7 @@ class Batch:
             self.opt.step(self.layers, self.grads, self.lr_eff)
             return
         # plain GD, fused: mirrors models.layer_grads (the step is in g), each layer updated once its gradient is
-        # taken and the product passed down from its old value (tests/test_training.py holds the two equal)
+        # taken and the product passed down from its old value (tests/test_models.py holds the two equal)
         a = g
         for j in range(self.depth - 1, 0, -1):
             nxt = torch.bmm(self.layers[j].mT, a, out=self.work[j])
@@ -340,7 +340,7 @@ class _Progress:
 
     def __init__(self, max_steps: Sequence[int], on_progress: Callable[[int, int], None] | None, bar: bool,
                  description: str) -> None:
-        self.max_steps, self.on_progress = list(max_steps), on_progress
+        self.max_steps, self.on_progress = [int(m) for m in max_steps], on_progress
         self.horizon = max(self.max_steps)
         self.bar = None
         if bar and on_progress is None:

@@ -1,9 +1,11 @@
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +200,30 @@ def test_fit_goes_through_the_build_cache(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("*.run"))) == 1
     b = mc.fit(p, depth=2, lr=0.5, max_steps=20, progress=False)
     assert torch.equal(a.matrix, b.matrix)
+
+
+def test_two_processes_sharing_one_cache_lose_nothing_and_corrupt_nothing(tmp_path):
+    """Two builds at once on one cache folder: both finish, every entry is whole, and both get the same numbers."""
+    script = textwrap.dedent(f"""
+        import json, sys, warnings
+        warnings.simplefilter("error")  # a corrupt entry would warn: make it fail
+        import mcreg_lib as mc
+        p = mc.completion_problem(n=8, rank=2, n_observed=30, seed=0)
+        spec = mc.grid(p, depth=[1, 2], lr=0.5, seed=list(range(10)), max_steps=400, stop_loss=0.0)
+        result = mc.sweep(spec, cache={str(tmp_path / "cache")!r}, progress=False, device="cpu", max_batch=3)
+        print(json.dumps([r.summary["train_loss"] for r in result.runs]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MCREG_PROGRESS": "0"}
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    first, second = (json.loads(out) for out, _ in outs)
+    assert first == second
+    store = mc.RunCache(tmp_path / "cache")
+    assert len(store.keys()) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(store.get(k) is not None for k in store.keys())
+    assert not list((tmp_path / "cache").glob("*.tmp")), "no temporary file left behind"

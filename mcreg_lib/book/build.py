@@ -52,41 +52,49 @@ def _git_commit(root: Path) -> str:
 
 
 class _Bar:
-    """Draws the chapter's current sweep from its progress file (the kernel runs in another process)."""
+    """Shows the chapter's current sweep from its progress file (the kernel runs in another process): a bar on a
+    terminal, else a line a minute (for a build whose output goes to a file)."""
 
-    def __init__(self, path: Path, name: str, enabled: bool) -> None:
-        self.path, self.name, self.enabled = path, name, enabled
+    def __init__(self, path: Path, name: str, tty: bool) -> None:
+        self.path, self.name, self.tty = path, name, tty
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> _Bar:
-        if self.enabled:
-            self.thread.start()
+        self.thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
-        if self.enabled:
-            self.thread.join(timeout=5)
+        self.thread.join(timeout=5)
 
     def _loop(self) -> None:
         from tqdm import tqdm
 
-        bar, label = None, None
+        bar, label, started, printed = None, None, time.time(), time.time()
         while not self.stop.wait(1.0):
             state = settings.read_progress(self.path)
             if not state or not state.get("total"):
                 continue
             key = (state["label"], state["total"], state["total_runs"])
             if key != label:
+                label, started = key, time.time()
                 if bar is not None:
                     bar.close()
-                label = key
-                bar = tqdm(total=state["total"], desc=f"  {self.name}: {state['label']}", unit="step",
-                           unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
-            bar.n = min(state["steps"], state["total"])
-            bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
-            bar.refresh()
+                    bar = None
+                if self.tty:
+                    bar = tqdm(total=state["total"], desc=f"  {self.name}: {state['label']}", unit="step",
+                               unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
+            if bar is not None:
+                bar.n = min(state["steps"], state["total"])
+                bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
+                bar.refresh()
+            elif time.time() - printed >= 60:
+                printed = time.time()
+                done = state["steps"] / state["total"]
+                left = (time.time() - started) * (1 - done) / done if done > 0 else float("nan")
+                print(f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of "
+                      f"the run-steps, about {left / 60:.0f} min left in this sweep", flush=True)
         if bar is not None:
             bar.close()
 
@@ -187,7 +195,10 @@ def _build(names: list[str], preview: bool, cache: str | Path | None, audits: in
         print(f"[{i}/{len(names)}] {name}: started", flush=True)
         t0 = time.perf_counter()
         try:
-            with _Bar(progress_file, name, progress):
+            if progress:
+                with _Bar(progress_file, name, sys.stderr.isatty()):
+                    execute(name, params, notebooks=notebooks)
+            else:
                 execute(name, params, notebooks=notebooks)
         finally:
             (notebooks / f"{name}.md").touch()  # the text file is the newer of the pair: jupytext opens it
@@ -284,7 +295,7 @@ def main_build(preview: bool = False, fresh: bool = False, names: list[str] | No
         shutil.rmtree(cache)
     claims_dir = ROOT / "_build" / "claims"
     shutil.rmtree(claims_dir, ignore_errors=True)
-    record = build(names, preview=preview, cache=cache, progress=sys.stderr.isatty() and settings.progress_default())
+    record = build(names, preview=preview, cache=cache, progress=settings.progress_default())
     tally = write_ledger(claims_dir, ROOT / "book", preview=preview)
     write_figure_map(claims_dir, ROOT / "book" / "figure_map.md", preview=preview)
     write_provenance(record, ROOT / "book")
