@@ -11,11 +11,14 @@ ReLU and leaky-ReLU networks too; its trace is ``||W_{j+1}||_F^2 - ||W_j||_F^2``
 Discrete identity [derived]: a gradient step ``W_j' = W_j - eta G_j`` changes ``C_j`` by exactly
 ``eta^2 (G_{j+1}^T G_{j+1} - G_j G_j^T)``, because the first-order terms cancel (``W_{j+1}^T G_{j+1} = G_j W_j^T``
 for linear nets; its diagonal holds for ReLU nets). For the asymmetric factorization ``1/2 ||U V^T - M||_F^2``
-(W_1 = V^T, W_2 = U, R = U V^T - M) this reads ``eta^2 (V^T R^T R V - U^T R R^T U)``.
+(W_1 = V^T, W_2 = U, R = U V^T - M) this reads ``eta^2 (V^T R^T R V - U^T R R^T U)``. Its consequence, the
+threshold of the chapter's conservation claims (:func:`drift_bound`): while every step decreases the loss by at least
+half its first-order prediction, ``||C_j(T) - C_j(0)||_F <= lr^2 sum_t ||grad L_t||^2 <= 2 lr (L(0) - L(T))``.
 
 Also here: gradient descent on the asymmetric factorization with constant or decaying steps, batched over seeds
-(:func:`train_factorization`), and small fully connected ReLU / leaky-ReLU networks trained by full-batch gradient
-descent with a hand-written backward pass, batched over initializations and activations (:func:`train_relu_nets`).
+(:func:`train_factorization`), and fully connected ReLU / leaky-ReLU networks trained by full-batch gradient descent
+with a hand-written backward pass, batched over initializations and activations (:func:`train_relu_nets`), at P2's
+size (1000 points in R^1000, 10,000 steps) through the Gram matrix of the inputs (:class:`_FirstLayers`).
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from ..book.parameters import Parameters, dtype, flag, integer, integers, number
 from ..cache import memoize
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate).
-COLD_SECONDS = {"protocol": 36, "preview": 25}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the shared 2-core
+# machine (load average 9-10 from other sessions, torch at 1 thread): protocol 1055 s, of which P2's ReLU experiment
+# 855 s, the deep linear checkpoints 84 s, the flow limit 18 s, the factorization 14 s; preview 64 s.
+COLD_SECONDS = {"protocol": 1055, "preview": 64}
 
 PARAMETERS = Parameters(
     "balancedness",
@@ -632,3 +637,17 @@ def rank_one_rates(lr: float, sigma: float = 1.0) -> tuple[float, float]:
     mixture falls at a rate between the two. Returns (fast, slow)."""
     lr, sigma = v.positive("lr", lr), v.positive("sigma", sigma)
     return (1 - 2 * lr * sigma) ** 2, (1 - lr * sigma) ** 2
+
+
+def descent_words(min_ratio: float, sum_ratio: float) -> str:
+    """How a run met the premise of the drift bound, in words for the text. ``min_ratio``: its smallest descent
+    ratio ``(L_t - L_{t+1}) / (lr/2 ||grad L_t||^2)`` (at least 1: every step met the descent lemma's condition);
+    ``sum_ratio``: ``lr^2 sum_t ||grad L_t||^2`` over the bound's right side (at most 1: the premise holds on the
+    sum, which is all the bound uses)."""
+    where = (f"and every step met the descent condition (smallest descent ratio {min_ratio:.3g})" if min_ratio >= 1
+             else f"although not every step met the descent condition (smallest descent ratio {min_ratio:.3g})"
+             if min_ratio >= 0 else f"although some steps increased the loss (smallest descent ratio {min_ratio:.3g})")
+    if min_ratio >= 1:
+        return where
+    return where + (": the condition holds on the sum, which is all the bound uses" if sum_ratio <= 1 else
+                    ": the condition fails even on the sum, so the bound's right side is not guaranteed")

@@ -21,8 +21,10 @@ from .. import _validate as v
 from ..book.parameters import Parameters, choice, dtype, integer, integers, number, positive
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate).
-COLD_SECONDS = {"protocol": 9, "preview": 25}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the shared 2-core
+# machine (load average 9-10 from other sessions, torch at 1 thread): protocol 379 s, of which nuclear-norm
+# minimization (10 instances, cvxpy + SCS) 248 s, gradient descent (30 runs) 50 s, the smaller-step check 46 s.
+COLD_SECONDS = {"protocol": 379, "preview": 60}
 
 # P3's Table 1 as published [blog: the authors' post "Understanding implicit regularization in deep learning by
 # analyzing trajectories of gradient descent", offconvex.org, 2019-07-10]; depth 1 from the title of the same post's
@@ -42,6 +44,8 @@ PARAMETERS = Parameters(
     positive("init_scale", 1e-3, "scale of the initialization, end to end"),
     positive("lr", 3.0, "gradient-descent step on the mean squared error (P3: 0.01; see the text)"),
     integer("max_steps", 100_000, "step budget per run", minimum=1, preview=500),
+    positive("step_check", 10.0, "rerun the first instance with a step this many times smaller (and as many times "
+             "the budget); 1 skips it"),
     number("stop_loss", 1e-6, "stop when the training loss reaches this (P3: 1e-6)", minimum=0.0),
     integers("seeds", [0, 1, 2, 3, 4], "instances: each seeds a hidden matrix and its observed entries",
              minimum=0, preview=[0, 1]),
@@ -95,7 +99,8 @@ def error_table(errors: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
-def error_figure(errors: pd.DataFrame, *, n_observed: int, ax: plt.Axes | None = None) -> plt.Figure:
+def error_figure(errors: pd.DataFrame, *, n: int, rank: int, n_observed: int, ax: plt.Axes | None = None
+                 ) -> plt.Figure:
     """The chapter's one figure: the error on all entries of each method (dots: our instances; bar: their median)
     against P3's published numbers (red stars), on a log axis. ``errors``: one row per (method, seed)."""
     methods = [m for m in METHOD_ORDER if m in set(errors.method)]
@@ -106,17 +111,19 @@ def error_figure(errors: pd.DataFrame, *, n_observed: int, ax: plt.Axes | None =
     for i, method in enumerate(methods):
         e = errors[errors.method == method].error_all.to_numpy()
         color = "grey" if method == "nuclear norm" else plt.cm.viridis(0.15 + 0.7 * i / max(len(methods) - 1, 1))
-        ax.scatter(i + rng.uniform(-0.12, 0.12, len(e)), e, s=28, color=color, alpha=0.8, zorder=3,
-                   label="ours (one dot per instance)" if i == 0 else None)
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(e)), e, s=28, color=color, alpha=0.8, zorder=3)
         ax.hlines(np.median(e), i - 0.28, i + 0.28, color=color, lw=3, zorder=2)
         published = PUBLISHED.get(method, PUBLISHED_FIGURE.get(method))
         if published is not None:
             ax.scatter([i + 0.32], [published], marker="*", s=190, color="crimson", zorder=4,
                        label="P3, published" if not ax.get_legend_handles_labels()[1].count("P3, published") else None)
+    ax.scatter([], [], s=28, color="black", alpha=0.8, label="ours (one dot per instance, bar: median)")
     ax.set_xticks(range(len(methods)), ["nuclear-norm\nminimization" if m == "nuclear norm" else m for m in methods])
     ax.set_yscale("log")
+    low = min(float(errors.error_all.min()), *(PUBLISHED.get(m, np.inf) for m in methods))
+    ax.set_ylim(low / 4, 2.0)
     ax.set_ylabel("error on all entries\n$\\|W - W^\\star\\|_F^2 / \\|W^\\star\\|_F^2$")
-    ax.set_title(f"Completing a rank-5 matrix from {n_observed:,} entries: depth 3 recovers it")
+    ax.set_title(f"Filling in a {n} x {n} matrix of rank {rank} from {n_observed:,} of its entries")
     ax.legend(loc="lower left", fontsize=9)
     fig.tight_layout()
     return fig

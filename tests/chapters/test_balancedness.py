@@ -321,3 +321,26 @@ def test_relu_first_layer_paths_give_the_same_iterates():
     for net in (0, 1):  # the gram path's bookkeeping still accounts for every bit of drift
         h = h_gram[h_gram.net == net]
         assert h.diff_1.iloc[-1] - h.diff_1.iloc[0] == pytest.approx(h.predicted_drift_1.iloc[-1], rel=1e-8, abs=1e-13)
+
+
+def test_drift_bound_rates_and_words():
+    assert balance.drift_bound(0.01, 5.0, 1.0) == pytest.approx(0.08)
+    assert balance.drift_bound(0.01, 1.0, 2.0) == 0.0  # a loss that rose sheds nothing
+    with pytest.raises(ValueError, match="lr="):
+        balance.drift_bound(0.0, 1.0, 0.0)
+    fast, slow = balance.rank_one_rates(0.2)
+    assert (fast, slow) == pytest.approx((0.36, 0.64))
+    assert "every step met" in balance.descent_words(1.5, 0.5)
+    assert "holds on the sum" in balance.descent_words(0.5, 0.9)
+    assert "increased the loss" in balance.descent_words(-0.1, 0.9)
+    assert "fails even on the sum" in balance.descent_words(0.5, 1.1)
+
+
+def test_balance_change_of_a_gd_step_is_within_the_middle_term():
+    u, v, m = _factors(2)
+    u2, v2, r = balance.factorization_step(u, v, m, 0.01)
+    change = balance.balance_change([v.T, u], [v2.T, u2])[0]
+    g_sq = float((r @ v).square().sum() + (r.T @ u).square().sum())
+    assert 0 < change <= 0.01**2 * g_sq
+    with pytest.raises(ValueError, match="after="):
+        balance.balance_change([v.T, u], [v2.T])
