@@ -42,8 +42,9 @@ from ..cache import memoize
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
 # its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the shared 2-core
 # machine (load average 9-10 from other sessions, torch at 1 thread): protocol 1055 s, of which P2's ReLU experiment
-# 855 s, the deep linear checkpoints 84 s, the flow limit 18 s, the factorization 14 s; preview 64 s.
-COLD_SECONDS = {"protocol": 1055, "preview": 64}
+# 855 s, the deep linear checkpoints 84 s, the flow limit 18 s, the factorization 6-24 s (it stops at its tolerance;
+# 24 s at the second seed set); preview 54 s.
+COLD_SECONDS = {"protocol": 1055, "preview": 54}
 
 PARAMETERS = Parameters(
     "balancedness",
@@ -82,7 +83,8 @@ PARAMETERS = Parameters(
     positive("decay_lr0", 0.5, "decaying steps: eta_t is decay_lr0 (t + 1)^-(1/2 + decay_delta)"),
     number("decay_delta", 0.1, "exponent offset delta of the decaying steps", minimum=0.0, maximum=0.5,
            strict=True),
-    integer("decay_steps", 20_000, "steps of the decaying-step run", minimum=10, preview=200),
+    integer("decay_steps", 200_000, "step budget of the decaying-step runs (each stops at the tolerance)", minimum=10,
+            preview=200),
     positive("rank1_lr", 0.2, "constant step for the rank-1 factorization"),
     integer("rank1_steps", 300, "steps of the rank-1 run", minimum=10, preview=60),
     integer("seed", 0, "seeds the problems and the data", minimum=0),
@@ -231,11 +233,14 @@ def train_factorization(
     delta: float | None = None,
     divergence_factor: float = 1e6,
     logs_per_decade: int = 20,
+    stop_residual: float = 0.0,
 ) -> FactorizationResult:
     """Gradient descent on ``1/2 ||U V^T - M||_F^2`` from ``U, V ~ N(0, init_scale^2)``, all seeds as one batch.
 
-    target M: (n1, n2); width k: columns of U (n1, k) and V (n2, k); steps eta_t from :func:`lr_schedule`. A run whose
-    loss turns non-finite or exceeds ``divergence_factor`` times its start is stopped and reported (``diverged``).
+    target M: (n1, n2); width k: columns of U (n1, k) and V (n2, k); steps eta_t from :func:`lr_schedule`, at most
+    ``steps`` of them. A run stops when its relative residual reaches ``stop_residual`` (``stop_reason`` "tolerance";
+    else "budget"); a run whose loss turns non-finite or exceeds ``divergence_factor`` times its start is stopped and
+    reported (``diverged``, stop_reason "diverged").
     History columns: seed, step, lr, loss, relative_residual ``||UV^T - M||_F / ||M||_F``, u_sq_norm, v_sq_norm,
     gap ``||U^T U - V^T V||_F``, relative_gap, gap_change ``||C(t) - C(0)||_F`` (C = U^T U - V^T V), and the
     drift's bounds: grad_sq_sum ``sum_{s<t} eta_s^2 ||grad f_s||^2`` (>= gap_change, by the per-step identity and
@@ -251,6 +256,7 @@ def train_factorization(
     lrs = lr_schedule(lr0, delta, steps)
     logs_per_decade = v.integer("logs_per_decade", logs_per_decade, 1, 1000)
     divergence_factor = v.real("divergence_factor", divergence_factor, 1.0, strict_minimum=True)
+    stop_residual = v.real("stop_residual", stop_residual, 0.0)
     dtype = target.dtype
     n1, n2 = target.shape
     us, vs = [], []
@@ -261,10 +267,12 @@ def train_factorization(
     u, vv = torch.stack(us).to(dtype), torch.stack(vs).to(dtype)
     m = target.unsqueeze(0)
     m_norm = float(torch.linalg.matrix_norm(target))
+    stop_loss = 0.5 * (stop_residual * m_norm) ** 2  # the loss 1/2 ||R||^2 at which the relative residual is reached
     active = torch.ones(len(seeds), 1, 1, dtype=dtype)
     logged = set(log_steps(steps, logs_per_decade).tolist()) | {steps}
     rows: list[dict[str, Any]] = []
     diverged_at: list[int | None] = [None] * len(seeds)
+    stopped_at: list[int | None] = [None] * len(seeds)
     limit = None
     c0 = u.mT @ u - vv.mT @ vv  # the balance matrix U^T U - V^T V at the start
     grad_sq_sum = torch.zeros(len(seeds), dtype=dtype)     # sum_s eta_s^2 ||grad f_s||^2: bounds ||C(t) - C(0)||_F
@@ -279,31 +287,37 @@ def train_factorization(
         _mark_diverged(loss, limit, active, diverged_at, t, [u, vv])
         live = active.view(-1).bool()
         if previous is not None:
-            prev_loss, prev_lr, prev_half = previous
-            descent_sum += torch.where(live, 2 * prev_lr * (prev_loss - loss), 0.0)
-            ok = live & (prev_half > 0)
+            prev_loss, prev_lr, prev_half, prev_live = previous
+            descent_sum += torch.where(prev_live & live, 2 * prev_lr * (prev_loss - loss), 0.0)
+            ok = prev_live & live & (prev_half > 0)
             min_descent = torch.where(ok, torch.minimum(min_descent, (prev_loss - loss) / prev_half.clamp_min(1e-300)),
                                       min_descent)
-        if t in logged:
+        done = [b for b in live.nonzero().view(-1).tolist() if float(loss[b]) <= stop_loss]
+        for b in done:
+            stopped_at[b] = t
+        if t in logged or done:
             layers = [vv.mT, u]
             gap = metrics.balancedness_gaps(layers)[0]
             rel = metrics.relative_balancedness_gaps(layers)[0]
             change = torch.linalg.matrix_norm(u.mT @ u - vv.mT @ vv - c0)
             for b, s in enumerate(seeds):
-                if diverged_at[b] is None:
+                if live[b] and (t in logged or b in done):
                     rows.append({"seed": s, "step": t, "lr": float(lrs[t]) if t < steps else float("nan"),
                                  "loss": float(loss[b]), "relative_residual": math.sqrt(2 * float(loss[b])) / m_norm,
                                  "u_sq_norm": float(u[b].square().sum()), "v_sq_norm": float(vv[b].square().sum()),
                                  "gap": float(gap[b]), "relative_gap": float(rel[b]), "gap_change": float(change[b]),
                                  "grad_sq_sum": float(grad_sq_sum[b]), "descent_bound": float(descent_sum[b]),
                                  "min_descent": float(min_descent[b])})
+        for b in done:
+            active[b] = 0.0
         if t == steps or not bool(active.any()):
             break
+        live = active.view(-1).bool()
         g_u, g_v = r @ vv, r.mT @ u
         g_sq = g_u.square().sum((-2, -1)) + g_v.square().sum((-2, -1))
         eta = float(lrs[t])
         grad_sq_sum += torch.where(live, eta**2 * g_sq, 0.0)
-        previous = (loss, eta, 0.5 * eta * g_sq)
+        previous = (loss, eta, 0.5 * eta * g_sq, live)
         lr_t = eta * active
         u, vv = u - lr_t * g_u, vv - lr_t * g_v
     history = pd.DataFrame(rows)
@@ -311,14 +325,16 @@ def train_factorization(
     for b, s in enumerate(seeds):
         h = history[history.seed == s]
         first, last = h.iloc[0], h.iloc[-1]
+        reason = "diverged" if diverged_at[b] is not None else "tolerance" if stopped_at[b] is not None else "budget"
         summary.append({"seed": s, "diverged": diverged_at[b] is not None, "diverged_at": diverged_at[b],
-                        "steps": int(last.step), "final_loss": last.loss, "final_relative_residual": last.relative_residual,
+                        "stop_reason": reason, "steps": int(last.step), "final_loss": last.loss,
+                        "final_relative_residual": last.relative_residual,
                         "initial_gap": first.gap, "final_gap": last.gap, "max_gap": h.gap.max(),
                         "final_relative_gap": last.relative_gap, "gap_change": last.gap_change,
                         "grad_sq_sum": last.grad_sq_sum, "descent_bound": last.descent_bound,
                         "min_descent": last.min_descent, "u_sq_norm": last.u_sq_norm, "v_sq_norm": last.v_sq_norm})
     params = {"width": width, "init_scale": init_scale, "lr0": lr0, "delta": delta, "steps": steps,
-              "seeds": seeds, "dtype": str(dtype).removeprefix("torch.")}
+              "stop_residual": stop_residual, "seeds": seeds, "dtype": str(dtype).removeprefix("torch.")}
     return FactorizationResult(history, u, vv, pd.DataFrame(summary), params)
 
 

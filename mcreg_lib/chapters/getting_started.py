@@ -11,7 +11,7 @@ published one" means is fixed here, before any run, by :func:`reproduces`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,7 +24,7 @@ from ..book.parameters import Parameters, choice, dtype, integer, integers, numb
 # its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the shared 2-core
 # machine (load average 9-10 from other sessions, torch at 1 thread): protocol 379 s, of which nuclear-norm
 # minimization (10 instances, cvxpy + SCS) 248 s, gradient descent (30 runs) 50 s, the smaller-step check 46 s.
-COLD_SECONDS = {"protocol": 379, "preview": 60}
+COLD_SECONDS = {"protocol": 379, "preview": 50}
 
 # P3's Table 1 as published [blog: the authors' post "Understanding implicit regularization in deep learning by
 # analyzing trajectories of gradient descent", offconvex.org, 2019-07-10]; depth 1 from the title of the same post's
