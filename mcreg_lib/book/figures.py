@@ -36,7 +36,8 @@ FIGURES: dict[str, Figure] = {
         "ReLU nets, C_j for linear nets)", "a theorem: no numbers", "balancedness"),
     "P2-relu": Figure(
         "P2", "The ReLU experiment: a 3-layer net (1000 inputs, widths 100 and 100, 10 outputs), 1000 points, 10,000 "
-        "gradient-descent steps from balanced and unbalanced initialization",
+        "gradient-descent steps from balanced and unbalanced initialization (P2's data are not known to us; the book "
+        "uses a random teacher of the same architecture with unit-scale inputs and targets)",
         "squared layer norms near 43 (balanced) and 55 / 46 / 46 (unbalanced) at the end, as we recall them; not "
         "verified against the paper, so never the bar of a claim", "balancedness"),
     "P2-factorization": Figure(
