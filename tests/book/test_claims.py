@@ -27,8 +27,8 @@ def test_claims_roundtrip_and_failures_kept(tmp_path):
 
 
 def test_unknown_source_is_rejected():
-    with pytest.raises(ValueError, match="source='blog'"):
-        mc.Claims("x", "X").check("c", paper="p", source="blog", ours=1, holds=True)
+    with pytest.raises(ValueError, match="source='rumour'"):
+        mc.Claims("x", "X").check("c", paper="p", source="rumour", ours=1, holds=True)
 
 
 def test_compare_two_builds(tmp_path):
