@@ -98,13 +98,15 @@ PARAMETERS = Parameters(
     positive("observed_init_scale", 1e-3, "init scale of the error-vs-m sweep (P3 code default)"),
     integers("observed_seeds", [0, 1, 2], "problem and init seeds of the error-vs-m sweep", minimum=0,
              preview=[0, 1]),
-    integer("sensing_n", 100, "matrix sensing: n x n hidden matrix", minimum=2, preview=10,
+    integer("sensing_n", 50, "matrix sensing: n x n hidden matrix (P3: 100; see the chapter)", minimum=2, preview=10,
             group="matrix sensing"),
     integer("sensing_rank", 5, "rank of the sensing problem", minimum=1, maximum="sensing_n", preview=1),
-    integers("sensing_measurements", [2000], "numbers of Gaussian measurements", minimum=1, preview=[40]),
+    integers("sensing_measurements", [1000], "numbers of Gaussian measurements (P3 at n 100: 2000 and 5000)",
+             minimum=1, preview=[40]),
     integers("sensing_depths", [2, 3, 4], "depths of the sensing runs", minimum=1, preview=[2, 3]),
-    numbers("sensing_init_scales", [1e-3, 1e-7], "end-to-end init scales of the sensing runs (P3: 1e-3 to 1e-7)",
-            minimum=0.0, strict=True, sort="descending", preview=[1e-2, 1e-4]),
+    numbers("sensing_init_scales", [1e-3, 1e-4, 1e-5, 1e-6, 1e-7],
+            "end-to-end init scales of the sensing runs (P3: 1e-3 to 1e-7)", minimum=0.0, strict=True,
+            sort="descending", preview=[1e-2, 1e-4]),
     integers("sensing_seeds", [0, 1, 2], "init seeds of the sensing runs (one problem per m)", minimum=0,
              preview=[0]),
     integer("sensing_steps", 1_000_000, "normalized-GD step budget per sensing run (P3: 10^6)", minimum=1,
@@ -492,3 +494,32 @@ def thresholds(table: pd.DataFrame, by: Sequence[str], tol: float) -> pd.DataFra
     b = recovery_threshold(kept, by=list(by), x="m", y="error_all", tol=tol, rule="mean")
     b = b.rename(columns={"threshold": "threshold_without_worse_than_zero"})
     return a.merge(b[[*by, "threshold_without_worse_than_zero"]], on=list(by), how="left")
+
+
+# A second seed set: every seed of the chapter moved to values the defaults do not use. Each paper claim's verdict
+# should not change between the two (tests/chapters/test_depth.py runs both at preview size and reports which do):
+#     python -m mcreg_lib.book run depth -p seed=1 -p seeds=[3,4,5] ...   then   python -m mcreg_lib.book compare A B
+SECOND_SEEDS = {"seed": 1, "seeds": [3, 4, 5], "second_lr_seeds": [3], "observed_seeds": [3, 4, 5],
+                "sensing_seeds": [3, 4, 5]}
+
+
+def seed_set_changes(first: str | pd.DataFrame, second: str | pd.DataFrame) -> pd.DataFrame:
+    """The paper claims whose verdict differs between two runs of the chapter (claims JSON files, or tables from
+    :func:`mcreg_lib.book.claims.read_claims`): one row per claim present in both, with both verdicts and numbers,
+    matched by position and statement. A claim whose statement names a seed-dependent number (m or init at preview)
+    matches by position only."""
+    from ..book.claims import read_claims
+
+    a = read_claims([first]) if isinstance(first, str) else first
+    b = read_claims([second]) if isinstance(second, str) else second
+    a = a[a["kind"] == "paper"].reset_index(drop=True)
+    b = b[b["kind"] == "paper"].reset_index(drop=True)
+    rows = []
+    for i in range(min(len(a), len(b))):
+        rows.append({"claim": a.loc[i, "claim"], "same_statement": a.loc[i, "claim"] == b.loc[i, "claim"],
+                     "first": bool(a.loc[i, "holds"]), "second": bool(b.loc[i, "holds"]),
+                     "first_ours": a.loc[i, "ours"], "second_ours": b.loc[i, "ours"]})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["changed"] = out["first"] != out["second"]
+    return out
