@@ -1,7 +1,8 @@
 """Real data as completion problems.
 
-* :func:`load_movielens`: MovieLens-100K from a ``u.data`` file the reader provides (no download). ``u.data``
-  holds one rating per line: ``user_id<TAB>item_id<TAB>rating<TAB>timestamp`` with 1-based ids (943 users, 1682
+* :func:`load_movielens`: MovieLens-100K from a ``u.data`` file the reader provides (no download), split into
+  observed and held-out ratings by a random fraction or a number of observed ratings. ``u.data`` holds one rating
+  per line: ``user_id<TAB>item_id<TAB>rating<TAB>timestamp`` with 1-based ids (943 users, 1682
   items, 100,000 ratings in the original).
 * :func:`image_problem`: inpainting of a grayscale image as completion (e.g. scikit-image's sample images).
 """
@@ -20,15 +21,32 @@ from . import _validate as v
 from .problems import Problem, problem_from_observations
 
 
-def load_movielens(path: str | os.PathLike[str], test_fraction: float = 0.2, seed: int = 0) -> Problem:
-    """A completion problem of users x items: a seeded random ``1 - test_fraction`` of the ratings observed, the
-    rest held out as test entries (``run.summary['test_mse']``). Ids are mapped to rows/columns in sorted order."""
+def load_movielens(path: str | os.PathLike[str], test_fraction: float | None = None, seed: int = 0, *,
+                   n_train: int | None = None) -> Problem:
+    """A completion problem of users x items from a MovieLens ``u.data`` file: a seeded random part of the ratings
+    observed, the rest held out as test entries (``run.summary['test_mse']``). Ids are mapped to rows/columns in
+    sorted order.
+
+    Give one of:
+
+    * ``test_fraction``: hold out that fraction of the ratings (default 0.2 when ``n_train`` is not given: an 80/20
+      split, as in Zhao 2022);
+    * ``n_train``: observe exactly that many randomly chosen ratings and hold out all the others (Arora et al. 2019
+      train on 10,000 random entries of MovieLens-100K and test on the other 90,000).
+    """
     path = Path(path)
     if not path.is_file():
         v.fail("path", str(path), "an existing MovieLens u.data file (tab-separated user, item, rating, timestamp)")
-    test_fraction = v.real("test_fraction", test_fraction, 0.0, 1.0, strict_minimum=True)
-    if test_fraction >= 1.0:
-        v.fail("test_fraction", test_fraction, "a number strictly between 0 and 1")
+    if n_train is not None and test_fraction is not None:
+        raise ValueError(f"test_fraction={test_fraction!r} and n_train={n_train!r} are not allowed together: give "
+                         "test_fraction (a random fraction held out) or n_train (that many random ratings observed)")
+    if n_train is None:
+        test_fraction = 0.2 if test_fraction is None else test_fraction
+        test_fraction = v.real("test_fraction", test_fraction, 0.0, 1.0, strict_minimum=True)
+        if test_fraction >= 1.0:
+            v.fail("test_fraction", test_fraction, "a number strictly between 0 and 1")
+    else:
+        n_train = v.integer("n_train", n_train, 1)
     seed = v.integer("seed", seed, 0)
     try:
         raw = np.loadtxt(path, dtype=np.float64, ndmin=2)
@@ -41,10 +59,16 @@ def load_movielens(path: str | os.PathLike[str], test_fraction: float = 0.2, see
     ratings = raw[:, 2]
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(ratings), generator=g).numpy()
-    n_test = int(round(test_fraction * len(ratings)))
-    test, train = order[:n_test], order[n_test:]
+    if n_train is not None:
+        if n_train >= len(ratings):
+            v.fail("n_train", n_train, f"fewer than the file's {len(ratings)} ratings (the rest are the test set)")
+        train, test = order[:n_train], order[n_train:]
+    else:
+        n_test = int(round(test_fraction * len(ratings)))
+        test, train = order[:n_test], order[n_test:]
     info = {"source": "movielens", "path": str(path), "n_users": len(users), "n_items": len(items),
-            "n_ratings": len(ratings), "test_fraction": test_fraction, "split_seed": seed}
+            "n_ratings": len(ratings), "split_seed": seed,
+            **({"n_train": n_train} if n_train is not None else {"test_fraction": test_fraction})}
     return problem_from_observations(
         user_idx[train], item_idx[train], ratings[train], (len(users), len(items)),
         test_rows=user_idx[test], test_cols=item_idx[test], test_values=ratings[test], info=info)

@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MCREG_PROGRESS", "0")
 # Beyond preview=True (every parameter at its declared preview value), what the tests add: the generated MovieLens file.
-PREVIEW_EXTRAS = {"penalty": {"movielens_path": str(ROOT / "tests" / "data" / "u_small.data")}}
+PREVIEW_EXTRAS = {name: {"movielens_path": str(ROOT / "tests" / "data" / "u_small.data")} for name in ("penalty", "depth")}
 
 
 @pytest.fixture(scope="session")

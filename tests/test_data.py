@@ -34,6 +34,33 @@ def test_load_movielens_split(tmp_path):
     assert other.fingerprint() != prob.fingerprint()
 
 
+def test_load_movielens_n_train(tmp_path):
+    """P3's protocol: exactly n_train random ratings observed, every other rating held out; seeded."""
+    path = tmp_path / "u.data"
+    users, items, ratings = write_u_data(path)
+    prob = mc.data.load_movielens(path, n_train=30, seed=1)
+    assert prob.n_observed == 30 and prob.test_values.numel() == 50
+    assert prob.info["n_train"] == 30 and "test_fraction" not in prob.info
+    assert sorted(np.concatenate([prob.values.numpy(), prob.test_values.numpy()])) == sorted(ratings.astype(float))
+    train = set(zip(prob.rows.tolist(), prob.cols.tolist()))
+    test = set(zip(prob.test_rows.tolist(), prob.test_cols.tolist()))
+    assert len(train) == 30 and len(test) == 50 and not train & test
+    assert mc.data.load_movielens(path, n_train=30, seed=1).fingerprint() == prob.fingerprint()
+    assert mc.data.load_movielens(path, n_train=30, seed=2).fingerprint() != prob.fingerprint()
+    assert mc.data.load_movielens(path).info["test_fraction"] == 0.2
+
+
+def test_load_movielens_n_train_rejects_bad_input(tmp_path):
+    path = tmp_path / "u.data"
+    write_u_data(path)
+    with pytest.raises(ValueError, match="not allowed together"):
+        mc.data.load_movielens(path, test_fraction=0.2, n_train=10)
+    with pytest.raises(ValueError, match="n_train=80"):
+        mc.data.load_movielens(path, n_train=80)
+    with pytest.raises(ValueError, match="n_train=0"):
+        mc.data.load_movielens(path, n_train=0)
+
+
 def test_movielens_run_reports_test_mse(tmp_path):
     path = tmp_path / "u.data"
     write_u_data(path)
