@@ -71,14 +71,17 @@ PARAMETERS = Parameters(
     integer("perturbed_max_steps", 20_000_000, "step budget per perturbed run", minimum=1, preview=20_000),
     # --- P4: tensor completion
     integer("tensor_n", 8, "tensor completion: every mode has this size (P4: 8)", minimum=2, preview=4),
-    integers("tensor_observed_4", [100, 500, 1000, 2000, 3000, 4095], "observed entries, order-4 tensors",
-             minimum=1, maximum="tensor_n ** 4", sort="ascending", empty=True, preview=[]),
-    integers("tensor_observed_3", [50, 100, 150, 200, 300, 400, 511], "observed entries, order-3 tensors",
-             minimum=1, maximum="tensor_n ** 3", sort="ascending", empty=True, preview=[10, 30, 60]),
+    integers("tensor_observed_4", [100, 500, 1000, 2000, 3000, 4095],
+             "observed entries, order-4 tensors (P4: 100, 500, 1000 to 3500 by 500, 4095)", minimum=1,
+             maximum="tensor_n ** 4", sort="ascending", empty=True, preview=[]),
+    integers("tensor_observed_3", [50, 100, 200, 300, 400, 511],
+             "observed entries, order-3 tensors (P4: 50 to 450 by 50, 511)", minimum=1, maximum="tensor_n ** 3",
+             sort="ascending", empty=True, preview=[10, 30, 60]),
     integers("tensor_seeds", [0, 1, 2], "tensor completion seeds (target, observed entries and init)", minimum=0,
              preview=[0]),
     positive("tensor_init_scale", 1e-3, "std of every CP factor entry at init (P4: 1e-3)"),
-    integer("tensor_max_steps", 1_000_000, "step budget per CP run (P4: 10^6)", minimum=1, preview=5000),
+    integer("tensor_max_steps", 200_000, "step budget per CP run (P4: 10^6; see the text)", minimum=1,
+            preview=5000),
 )
 
 
