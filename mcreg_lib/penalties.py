@@ -16,7 +16,8 @@ Two ways to get the singular directions (``method``):
 
 * ``"svd"``: ``torch.linalg.svd`` of W in W's own precision. In float32 its ``U V^T`` is accurate to about
   ``eps32 * kappa`` (kappa = sigma_1 / sigma_min): 4e-4 at kappa = 1e5, 4e-2 at 1e7.
-* ``"gram"``: the eigendecomposition of ``G = W^T W`` computed in **float64** (W's float32 entries are exact in
+* ``"gram"``: the eigendecomposition of ``G = W^T W`` (``W W^T`` when W has fewer rows than columns: the smaller
+  of the two, e.g. 943 x 943 rather than 1682 x 1682 for MovieLens-100K) computed in **float64** (W's float32 entries are exact in
   float64), ``sigma_i = sqrt(lambda_i)`` and ``U V^T = W V diag(1 / sigma) V^T``. Its error is about
   ``eps64 * kappa^2``, which is below the float32 SVD's ``eps32 * kappa`` for every kappa below eps32 / eps64 (5e8):
   in float32 it is the more accurate of the two (tests/test_penalties.py measures both against a float64 SVD), and
@@ -105,6 +106,9 @@ def _value_and_grad(w: torch.Tensor, penalty: str, opts: dict[str, float],
 
 
 def _gram_value_and_grad(w: torch.Tensor, penalty: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if w.shape[-2] < w.shape[-1]:  # wide: decompose the smaller Gram matrix, W W^T (both penalties commute with ^T)
+        val, grad = _gram_value_and_grad(w.mT, penalty)
+        return val, grad.mT
     w64 = w.to(torch.float64)
     lam, vec = torch.linalg.eigh(w64.mT @ w64)  # ascending eigenvalues of W^T W
     resolved = lam > torch.finfo(torch.float64).eps * lam[:, -1:]
