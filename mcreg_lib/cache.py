@@ -71,7 +71,7 @@ def run_key(problem: Problem, config: RunConfig, device: str | torch.device = "c
         "results_version": RESULTS_VERSION,
         "torch": torch.__version__,
         "device": torch.device(device).type,
-        "config": config.validated(problem.shape).as_dict(),
+        "config": config.validated(problem.shape).identity(),
         "problem": fingerprint or problem.fingerprint(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()
@@ -360,7 +360,7 @@ def canonical(x: Any) -> Any:
     if isinstance(x, Problem):
         return {"problem": x.fingerprint()}
     if isinstance(x, RunConfig):
-        return {"config": x.validated().as_dict()}
+        return {"config": x.validated().identity()}
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu().contiguous()
         return {"tensor": hashlib.sha256(t.numpy().tobytes()).hexdigest(), "dtype": str(t.dtype),

@@ -16,11 +16,12 @@ Two ways to get the singular directions (``method``):
 
 * ``"svd"``: ``torch.linalg.svd`` of W in W's own precision. In float32 its ``U V^T`` is accurate to about
   ``eps32 * kappa`` (kappa = sigma_1 / sigma_min): 4e-4 at kappa = 1e5, 4e-2 at 1e7.
-* ``"gram"``: the eigendecomposition of ``G = W^T W`` computed in **float64** (W's float32 entries are exact in
-  float64), ``sigma_i = sqrt(lambda_i)`` and ``U V^T = W V diag(1 / sigma) V^T``; the ratio's gradient is then
-  ``W V diag(c) V^T`` with ``c_i = 1 / (sigma_i ||W||_F) - ||W||_* / ||W||_F^3`` (since ``W = W V V^T``), two
-  matrix products per run on top of the decomposition (``make bench`` prints the step against the decomposition
-  alone). Its error is about
+* ``"gram"``: the eigendecomposition of ``G = W^T W`` (``W W^T`` when W has fewer rows than columns: the smaller
+  of the two, e.g. 943 x 943 rather than 1682 x 1682 for MovieLens-100K) computed in **float64** (W's float32
+  entries are exact in float64), ``sigma_i = sqrt(lambda_i)`` and ``U V^T = W V diag(1 / sigma) V^T``; the ratio's
+  gradient is then ``W V diag(c) V^T`` with ``c_i = 1 / (sigma_i ||W||_F) - ||W||_* / ||W||_F^3`` (since
+  ``W = W V V^T``), two matrix products per run on top of the decomposition (``make bench`` prints the step against
+  the decomposition alone). Its error is about
   ``eps64 * kappa^2``, which is below the float32 SVD's ``eps32 * kappa`` for every kappa below eps32 / eps64 (5e8):
   in float32 it is the more accurate of the two (tests/test_penalties.py measures both against a float64 SVD), and
   an eigendecomposition of a symmetric matrix costs less than an SVD. Directions with ``lambda_i <= eps64 *
@@ -108,6 +109,9 @@ def _value_and_grad(w: torch.Tensor, penalty: str, opts: dict[str, float],
 
 
 def _gram_value_and_grad(w: torch.Tensor, penalty: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if w.shape[-2] < w.shape[-1]:  # wide: decompose the smaller Gram matrix, W W^T (both penalties commute with ^T)
+        val, grad = _gram_value_and_grad(w.mT, penalty)
+        return val, grad.mT
     # Both gradients are W V diag(c) V^T for weights c on the eigenvectors V of G = W^T W: U V^T = W V diag(1/sigma)
     # V^T (on the resolved directions) and W = W V V^T, so for the ratio c_i = 1/(sigma_i ||W||_F) - ||W||_* /
     # ||W||_F^3 (the second part on every direction). Two products: W (V diag(c)) in float64 (W v_i / sigma_i needs

@@ -231,6 +231,8 @@ def _check_small(spec: Sequence[tuple[Problem, RunConfig]]) -> list[tuple[Proble
             v.fail("dtype", c.dtype, "'float64' (train_small always runs in float64)")
         if c.stop_plateau:
             v.fail("stop_plateau", c.stop_plateau, "0 (train_small stops on the loss, the step budget or divergence)")
+        if c.stop_scale:
+            v.fail("stop_scale", c.stop_scale, "0 (train_small stops on the loss, the step budget or divergence)")
         if c.logs_per_decade != spec[0][1].logs_per_decade:
             v.fail("logs_per_decade", c.logs_per_decade, f"the same for every run ({spec[0][1].logs_per_decade})")
     return spec

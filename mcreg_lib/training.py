@@ -63,6 +63,7 @@ class RunConfig:
     divergence_factor: float = 1e6
     logs_per_decade: int = 20
     stop_plateau: float = 0.0
+    stop_scale: float = 0.0
 
     def validated(self, shape: tuple[int, int] | None = None) -> RunConfig:
         """Check every field (raising a ValueError that names it) and fill the optimizer and penalty defaults.
@@ -102,6 +103,7 @@ class RunConfig:
             divergence_factor=v.real("divergence_factor", self.divergence_factor, 1.0, strict_minimum=True),
             logs_per_decade=v.integer("logs_per_decade", self.logs_per_decade, 1, 1000),
             stop_plateau=v.real("stop_plateau", self.stop_plateau, 0.0, 1.0),
+            stop_scale=v.real("stop_scale", self.stop_scale, 0.0),
         )
         object.__setattr__(out, "_valid", True)
         return out
@@ -116,6 +118,19 @@ class RunConfig:
         d["optimizer_options"] = dict(self.optimizer_options)
         d["penalty_options"] = dict(self.penalty_options)
         return d
+
+    def identity(self) -> dict[str, Any]:
+        """``as_dict()`` without the fields added after results were first cached, where they hold their default
+        (:data:`KEYED_IF_SET`): a config that does not use such a field keeps the cache key it always had."""
+        d = self.as_dict()
+        for name in KEYED_IF_SET:
+            if d[name] == RunConfig.__dataclass_fields__[name].default:
+                del d[name]
+        return d
+
+
+# Fields that enter a run's cache key only when set (RunConfig.identity): stop rules added later.
+KEYED_IF_SET = ("stop_scale",)
 
 
 @dataclass
@@ -151,20 +166,39 @@ SUMMARY_KEYS = ("train_loss", "error_all", "error_unobserved", "test_mse", "effe
 
 
 PLATEAU_MIN_STEP = 100
+PLATEAU_LOSS_FRACTION = 1e-3  # the plateau rule waits until the training loss is below this fraction of its start
+
+
+def data_scale(problem: Problem) -> float:
+    """``sqrt(n_rows n_cols)`` times the RMS of the observed values: ``||W*||_F`` estimated from the observations
+    alone (exact in expectation for uniformly sampled entries; for Gaussian sensing with entries N(0, 1/(n_rows
+    n_cols)) likewise). The scale the ``stop_scale`` rule compares ``||W||_F`` with."""
+    values = problem.values.to(torch.float64)
+    return float(math.sqrt(problem.shape[0] * problem.shape[1]) * values.square().mean().sqrt())
 
 
 def _plateau(rows: list[dict[str, Any]], config: RunConfig) -> bool:
-    """True when the objective (the training loss, plus the weighted penalty if any) at the last logged step t
-    (at least PLATEAU_MIN_STEP) differs from its value at the last logged step at or before t / 2 by at most
-    ``stop_plateau`` times its size: it moved by less than that fraction over the second half of the run so far."""
+    """True when the objective (the training loss, plus the weighted penalty if any) has stopped falling: the
+    smallest value logged in (t/2, t], with t the last logged step (at least PLATEAU_MIN_STEP), is within
+    ``stop_plateau`` times its size of the smallest logged in (t/4, t/2].
+
+    On a decreasing objective this compares the value at t with the value at the last logged step at or before
+    t/2. Taking the smallest value of each half makes it robust to an objective that oscillates at a floor (Adam
+    at a constant step does): the rule then fires once the floor itself stops falling. It never fires before the
+    training loss has fallen below PLATEAU_LOSS_FRACTION of its value at step 0: a run stalled near a small
+    initialization (gradient descent on a deep factorization sits at a saddle for a while) has a flat objective too,
+    and is not done."""
     t = rows[-1]["step"]
-    if t < PLATEAU_MIN_STEP:
+    if t < PLATEAU_MIN_STEP or rows[-1]["train_loss"] > PLATEAU_LOSS_FRACTION * rows[0]["train_loss"]:
         return False
     key = "objective" if "objective" in rows[-1] else "train_loss"
-    earlier = [r for r in rows if r["step"] <= t / 2]
-    if not earlier:
-        return False
-    now, then = rows[-1][key], earlier[-1][key]
+    late = [r[key] for r in rows if r["step"] > t / 2]
+    early = [r[key] for r in rows if t / 4 < r["step"] <= t / 2]
+    if not early:  # sparse logging: the last value logged at or before t/2
+        early = [r[key] for r in rows if r["step"] <= t / 2][-1:]
+        if not early:
+            return False
+    now, then = min(late), min(early)
     return abs(now - then) <= config.stop_plateau * max(abs(now), abs(then))
 
 
@@ -218,6 +252,9 @@ class Batch:
         self.stop_loss = np.array([c.stop_loss for c in configs])
         self.max_steps = np.array([c.max_steps for c in configs])
         self.budgets = set(self.max_steps.tolist())  # steps at which some run's budget ends
+        # the stop_scale rule: stop once ||W||_F exceeds stop_scale times the data's scale (off where 0)
+        self.scale_limit = np.array([c.stop_scale * data_scale(p) if c.stop_scale > 0 else math.inf
+                                     for p, c in zip(problems, configs)])
         self.limit = np.full(B, math.inf)  # the divergence limit of each run, fixed at step 0
         self.active = np.ones(B, dtype=bool)
         self.rows: list[list[dict[str, Any]]] = [[] for _ in range(B)]
@@ -289,13 +326,16 @@ class Batch:
             found["objective"] = loss + self.penalty_weight.view(-1) * penalty[0]
         host = {k: x.detach().cpu().double().numpy() for k, x in found.items()}
         plateau = np.zeros(self.size, dtype=bool)
+        scale = np.zeros(self.size, dtype=bool)
         for b in np.flatnonzero(self.active & (logged | stopping) & ~bad):
             self.rows[b].append({"step": t, **{k: float(x[b]) for k, x in host.items()}})
-            if self.configs[b].stop_plateau > 0 and not stopping[b] and _plateau(self.rows[b], self.configs[b]):
+            if not stopping[b] and self.rows[b][-1]["frobenius_norm"] > self.scale_limit[b]:
+                scale[b] = stopping[b] = True
+            elif self.configs[b].stop_plateau > 0 and not stopping[b] and _plateau(self.rows[b], self.configs[b]):
                 plateau[b] = stopping[b] = True
         stopped = []
         for b in np.flatnonzero(stopping):
-            reason = ("diverged" if bad[b] else "plateau" if plateau[b] else
+            reason = ("diverged" if bad[b] else "scale" if scale[b] else "plateau" if plateau[b] else
                       "stop_loss" if loss_h[b] <= self.configs[b].stop_loss else "max_steps")
             last = ({**{k: math.nan for k in host}, "train_loss": float(loss_h[b])} if bad[b]  # unmeasured
                     else self.rows[b][-1])
@@ -463,6 +503,7 @@ def fit(
     divergence_factor: float = 1e6,
     logs_per_decade: int = 20,
     stop_plateau: float = 0.0,
+    stop_scale: float = 0.0,
     device: str | torch.device | None = None,
     progress: bool | None = None,
     cache: Any = "auto",
@@ -473,9 +514,14 @@ def fit(
     ``stop_loss``, after ``max_steps`` steps, or when the loss turns non-finite or exceeds ``divergence_factor``
     times its starting value (then ``summary['diverged']`` is True and ``summary['diverged_at']`` is the step).
     With ``stop_plateau = r > 0`` it also stops (``stop_reason`` 'plateau') at a logged step t >= 100 where the
-    objective (the loss plus the weighted penalty) is within a fraction r of its value at step t / 2: for penalized
+    smallest objective (the loss plus the weighted penalty) logged in (t/2, t] is within a fraction r of the
+    smallest logged in (t/4, t/2] (for a decreasing objective: its value at t against its value at t/2), once the
+    training loss is below a thousandth of its start (a run stalled at a saddle is not done): for penalized
     runs, whose loss falls to zero long before the penalty has done its work. Off (0) by default: a run can sit on a
-    plateau and then move again (the singular values are learned one at a time).
+    plateau and then move again (the singular values are learned one at a time). With ``stop_scale = k > 0`` it
+    stops (``stop_reason`` 'scale') at a logged step where ``||W||_F`` exceeds k times the data's scale
+    (:func:`data_scale`, ``||W*||_F`` estimated from the observed values): a run whose matrix grows without bound in
+    the unobserved entries while the observed ones stay fitted, which the loss-based divergence rule cannot see.
 
     The run trains in this process; with a cache (``cache``: as for ``mc.sweep``; by default the build's
     ``$MCREG_CACHE``) a finished run is read from it instead.
@@ -486,7 +532,7 @@ def fit(
                     penalty_weight=penalty_weight, max_steps=max_steps, stop_loss=stop_loss, seed=seed, width=width,
                     det_sign=det_sign, dtype=dtype, optimizer_options=_freeze(optimizer_options),
                     penalty_options=_freeze(penalty_options), divergence_factor=divergence_factor,
-                    logs_per_decade=logs_per_decade, stop_plateau=stop_plateau)
+                    logs_per_decade=logs_per_decade, stop_plateau=stop_plateau, stop_scale=stop_scale)
     from .sweeps import sweep
 
     return sweep([(problem, cfg)], device=device, progress=progress, cache=cache, run_on="local").runs[0]

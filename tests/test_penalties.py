@@ -169,3 +169,17 @@ def test_works_in_a_forked_child_after_the_parent_used_the_pool():
     child.join(timeout=60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == pytest.approx(0.0, abs=1e-6)  # the ratio's gradient vanishes at W = I
+
+
+@pytest.mark.parametrize("name", ["ratio", "nuclear"])
+def test_gram_on_a_wide_matrix_decomposes_the_smaller_side(name):
+    """A wide W (fewer rows than columns, like MovieLens' 943 x 1682) takes its Gram matrix as W W^T: same value and
+    gradient as the float64 SVD, and as the tall transpose's gradient transposed."""
+    w = _with_condition(1e3, n=12, batch=3, seed=5)[:, :7, :]  # 7 x 12
+    exact_val, exact = penalties.value_and_grad(w.double(), name, {}, method="svd")
+    val, grad = penalties.value_and_grad(w, name, {}, method="gram")
+    assert grad.shape == w.shape
+    assert _relative_error(grad, exact) < 1e-6
+    assert torch.allclose(val.double(), exact_val, rtol=1e-6)
+    val_t, grad_t = penalties.value_and_grad(w.mT.contiguous(), name, {}, method="gram")
+    assert torch.equal(val_t, val) and torch.equal(grad_t.mT, grad)

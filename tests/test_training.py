@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mcreg_lib as mc
-from mcreg_lib import penalties
+from mcreg_lib import penalties, training
 from mcreg_lib.models import init_layers
 
 
@@ -227,8 +227,9 @@ def test_stop_plateau_stops_a_penalized_run_once_its_objective_settles():
     assert full.summary["stop_reason"] == "max_steps" and s["stop_reason"] == "plateau"
     assert 100 <= s["steps"] < 20_000
     h = early.history.set_index("step")["objective"]
-    then = h[h.index <= s["steps"] / 2].iloc[-1]
-    assert abs(h.iloc[-1] - then) <= 1e-3 * max(abs(h.iloc[-1]), abs(then))
+    t = s["steps"]
+    now, then = h[h.index > t / 2].min(), h[(h.index > t / 4) & (h.index <= t / 2)].min()
+    assert abs(now - then) <= 1e-3 * max(abs(now), abs(then))
     # up to the stop it is the same run, step for step
     f = full.history.set_index("step")["objective"]
     assert torch.allclose(torch.tensor(h.values), torch.tensor(f.loc[h.index].values), rtol=1e-6)
@@ -247,3 +248,60 @@ def test_stop_plateau_is_validated_and_train_small_refuses_it():
     q = mc.problem_from_observations([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2))
     with pytest.raises(ValueError, match="stop_plateau"):
         small.train_small(mc.grid(q, depth=2, lr=0.1, max_steps=10, dtype="float64", stop_plateau=1e-3))
+
+
+def test_plateau_takes_the_smallest_value_of_each_half():
+    """A decreasing objective: the value at t against the last at or before t/2; an oscillating one: the floors."""
+    cfg = mc.RunConfig(stop_plateau=0.01)
+
+    def rows(values, loss=1e-9):
+        return [{"step": 0, "objective": 10.0, "train_loss": 1.0}] + [
+            {"step": s, "objective": v, "train_loss": loss} for s, v in values]
+
+    assert training._plateau(rows([(50, 2.0), (100, 1.0), (200, 0.995)]), cfg)
+    assert not training._plateau(rows([(50, 2.0), (100, 1.0), (200, 0.9)]), cfg)
+    assert not training._plateau(rows([(20, 1.0), (50, 1.0)]), cfg)  # never before step 100
+    # oscillating at a floor of 1.0: the values at t and t/2 differ by 50%, the floors of the two halves do not
+    noisy = [(40, 3.0), (60, 1.0), (80, 1.2), (100, 1.5), (130, 1.0), (160, 1.3), (200, 1.5)]
+    assert training._plateau(rows(noisy), cfg)
+    assert not training._plateau(rows(noisy[:-1] + [(200, 0.5)]), cfg)  # still falling
+    # sparse logging (nothing in (t/4, t/2]): the last value at or before t/2
+    assert training._plateau(rows([(10, 1.0), (1000, 0.999)]), cfg)
+    # a run whose training loss has not fallen a thousandfold is stalled, not done (a saddle near zero)
+    assert not training._plateau(rows([(50, 2.0), (100, 1.0), (200, 0.995)], loss=0.5), cfg)
+
+
+def test_stop_scale_stops_a_run_whose_matrix_outgrows_the_data():
+    """A run that stays fitted on the observed entries while ||W||_F grows without bound is stopped with reason
+    'scale' at the first logged step where ||W||_F exceeds stop_scale times the data's scale; the run is the same
+    run up to there."""
+    p = mc.completion_problem(n=10, rank=2, n_observed=40, seed=0)
+    scale = training.data_scale(p)
+    assert scale == pytest.approx(math.sqrt(100 * float(p.values.double().square().mean())))
+    kw = dict(depth=1, optimizer="adam", lr=0.05, init_scale=1e-3, max_steps=400, stop_loss=0.0, seed=0,
+              progress=False, cache=False)
+    full = mc.fit(p, **kw)
+    limit = 0.5 * float(full.history["frobenius_norm"].max()) / scale  # a limit the run crosses
+    early = mc.fit(p, stop_scale=limit, **kw)
+    s = early.summary
+    assert s["stop_reason"] == "scale" and s["steps"] < 400
+    h = full.history.set_index("step")["frobenius_norm"]
+    first = h.index[h > limit * scale][0]  # the first logged step over the limit
+    assert s["steps"] == first
+    assert float(torch.linalg.matrix_norm(early.matrix.double())) == pytest.approx(h.loc[first], rel=1e-5)
+    # off by default and a far limit never fires; the cache key of a config without it is unchanged
+    assert mc.fit(p, stop_scale=1e6, **kw).summary["stop_reason"] == "max_steps"
+    c = mc.RunConfig(depth=1).validated()
+    assert "stop_scale" not in c.identity() and "stop_scale" in c.as_dict()
+    assert "stop_scale" in mc.RunConfig(depth=1, stop_scale=5.0).validated().identity()
+
+
+def test_stop_scale_is_validated_and_train_small_refuses_it():
+    p = mc.completion_problem(n=5, rank=1, n_observed=10, seed=0)
+    with pytest.raises(ValueError, match="stop_scale=-1"):
+        mc.fit(p, stop_scale=-1.0, progress=False)
+    from mcreg_lib import small
+
+    q = mc.problem_from_observations([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2))
+    with pytest.raises(ValueError, match="stop_scale"):
+        small.train_small(mc.grid(q, depth=2, lr=0.1, max_steps=10, dtype="float64", stop_scale=10.0))
