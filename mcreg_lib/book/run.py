@@ -172,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("before")
     cmp.add_argument("after")
     cmp.add_argument("--rtol", type=float, default=1e-6)
+    seeds = sub.add_parser("seed-sets", help="execute a chapter at its seeds and at its second seed set "
+                                             "(SECOND_SEEDS) and list each claim's two verdicts")
+    seeds.add_argument("name")
+    seeds.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                       help="parameters of both runs")
+    seeds.add_argument("--second", action="append", default=[], metavar="NAME=VALUE",
+                       help="the second seed set (default: the chapter's SECOND_SEEDS)")
+    seeds.add_argument("--out", default=None, help="folder for both runs (default: _build/seed_sets/NAME)")
     run = sub.add_parser("run", help="execute one chapter with your parameters into a fresh notebook")
     run.add_argument("name")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
@@ -194,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string(index=False))
         print("\n" + table["status"].value_counts().to_string())
         return 0 if (table["status"] == "same").all() else 1
+    if args.command == "seed-sets":
+        from .seeds import report, seed_sets
+
+        out = args.out or ROOT / "_build" / "seed_sets" / args.name
+        table = seed_sets(args.name, out, parse_parameters(args.parameter),
+                          parse_parameters(args.second) if args.second else None)
+        print(report(table) + f"; runs and seed_sets.csv in {out}")
+        return 0
     if args.command == "sync-parameters":
         for name in chapter_names():
             print(f"{name}: {'rewritten' if sync_parameters(name) else 'up to date'}")

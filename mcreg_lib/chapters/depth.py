@@ -496,30 +496,7 @@ def thresholds(table: pd.DataFrame, by: Sequence[str], tol: float) -> pd.DataFra
     return a.merge(b[[*by, "threshold_without_worse_than_zero"]], on=list(by), how="left")
 
 
-# A second seed set: every seed of the chapter moved to values the defaults do not use. Each paper claim's verdict
-# should not change between the two (tests/chapters/test_depth.py runs both at preview size and reports which do):
-#     python -m mcreg_lib.book run depth -p seed=1 -p seeds=[3,4,5] ...   then   python -m mcreg_lib.book compare A B
+# The second seed set (``python -m mcreg_lib.book seed-sets depth``): every seed of the chapter moved to values the
+# defaults do not use; a paper claim whose verdict changes there depends on the seeds.
 SECOND_SEEDS = {"seed": 1, "seeds": [3, 4, 5], "second_lr_seeds": [3], "observed_seeds": [3, 4, 5],
                 "sensing_seeds": [3, 4, 5]}
-
-
-def seed_set_changes(first: str | pd.DataFrame, second: str | pd.DataFrame) -> pd.DataFrame:
-    """The paper claims whose verdict differs between two runs of the chapter (claims JSON files, or tables from
-    :func:`mcreg_lib.book.claims.read_claims`): one row per claim present in both, with both verdicts and numbers,
-    matched by position and statement. A claim whose statement names a seed-dependent number (m or init at preview)
-    matches by position only."""
-    from ..book.claims import read_claims
-
-    a = read_claims([first]) if isinstance(first, str) else first
-    b = read_claims([second]) if isinstance(second, str) else second
-    a = a[a["kind"] == "paper"].reset_index(drop=True)
-    b = b[b["kind"] == "paper"].reset_index(drop=True)
-    rows = []
-    for i in range(min(len(a), len(b))):
-        rows.append({"claim": a.loc[i, "claim"], "same_statement": a.loc[i, "claim"] == b.loc[i, "claim"],
-                     "first": bool(a.loc[i, "holds"]), "second": bool(b.loc[i, "holds"]),
-                     "first_ours": a.loc[i, "ours"], "second_ours": b.loc[i, "ours"]})
-    out = pd.DataFrame(rows)
-    if len(out):
-        out["changed"] = out["first"] != out["second"]
-    return out

@@ -462,49 +462,6 @@ def trace_penalty_step(
     return pd.DataFrame(rows)
 
 
-# --- the claims at a second seed set ------------------------------------------------------------------------------
+# --- the second seed set (``python -m mcreg_lib.book seed-sets penalty``) ---------------------------------------------
 
 SECOND_SEEDS = {"seeds": [3, 4, 5], "sample_seeds": [5, 6, 7, 8, 9]}
-
-
-def seed_sets(out: str, parameters: dict[str, Any] | None = None,
-              second: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Execute the chapter twice, at ``parameters`` and at ``parameters`` with the seeds of ``second`` (default
-    :data:`SECOND_SEEDS`), into the folder ``out``, and compare their claims (``mcreg_lib.book.claims.compare``): one
-    row per claim with ``status`` ("same", "numbers differ", "verdict differs", ...). A paper claim whose verdict
-    differs between the seed sets is seed-dependent. From the shell::
-
-        python -m mcreg_lib.chapters.penalty seed-sets OUT [-p preview=True ...]
-    """
-    from pathlib import Path
-
-    from ..book import claims as claims_mod
-    from ..book import run as run_mod
-
-    out_dir = Path(out).resolve()
-    base = dict(parameters or {})
-    rows = {}
-    for label, extra in (("first", {}), ("second", second or SECOND_SEEDS)):
-        folder = out_dir / label
-        folder.mkdir(parents=True, exist_ok=True)
-        params = {**base, **extra, "claims_path": str(folder / "penalty.json")}
-        run_mod.execute("penalty", params, folder / "penalty.ipynb")
-        rows[label] = folder
-    table = claims_mod.compare(rows["first"], rows["second"])
-    table.to_csv(out_dir / "seed_sets.csv", index=False)
-    return table
-
-
-if __name__ == "__main__":  # pragma: no cover - a shell entry point around seed_sets
-    import argparse
-
-    from ..book import run as _run
-
-    parser = argparse.ArgumentParser(prog="python -m mcreg_lib.chapters.penalty")
-    parser.add_argument("command", choices=["seed-sets"])
-    parser.add_argument("out")
-    parser.add_argument("-p", action="append", default=[], metavar="NAME=VALUE")
-    args = parser.parse_args()
-    result = seed_sets(args.out, _run.parse_parameters(args.p))
-    changed = result[result["status"] != "same"]
-    print(changed[["claim", "status"]].to_string() if len(changed) else "every claim the same at both seed sets")

@@ -344,22 +344,3 @@ def test_balance_change_of_a_gd_step_is_within_the_middle_term():
     assert 0 < change <= 0.01**2 * g_sq
     with pytest.raises(ValueError, match="after="):
         balance.balance_change([v.T, u], [v2.T])
-
-
-@pytest.mark.slow
-def test_seed_sets_script_reruns_the_chapter_and_lists_verdicts(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).with_name("seed_sets.py")
-    spec = importlib.util.spec_from_file_location("seed_sets", path)
-    seed_sets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seed_sets)
-    assert seed_sets.main(["balancedness", "--preview", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "claims change verdict between the seed sets" in out
-    import json
-
-    first = json.loads((tmp_path / "first" / "balancedness.json").read_text())["parameters"]
-    second = json.loads((tmp_path / "second" / "balancedness.json").read_text())["parameters"]
-    assert first["seeds"] != [3, 4, 5] and second["seeds"] == [3, 4, 5] and second["seed"] == 1

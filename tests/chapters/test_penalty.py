@@ -204,12 +204,3 @@ def test_gram_penalty_on_a_wide_matrix_is_what_movielens_trains():
     val, grad = mc.penalties.value_and_grad(w, "ratio", {})
     exact_val, exact = mc.penalties.value_and_grad(w.double(), "ratio", {}, method="svd")
     assert torch.allclose(grad.double(), exact, atol=1e-6) and torch.allclose(val.double(), exact_val, rtol=1e-6)
-
-
-@pytest.mark.slow
-def test_claims_at_a_second_seed_set(tmp_path):
-    """The chapter at preview size at two seed sets: the same claims, each with a verdict at both (which verdicts
-    differ is the report: tmp_path/seed_sets.csv)."""
-    table = explicit.seed_sets(str(tmp_path), {"preview": True})
-    assert len(table) and not table["status"].isin(["missing", "text differs"]).any()
-    assert (tmp_path / "seed_sets.csv").exists()
