@@ -71,30 +71,36 @@ class _Bar:
     def _loop(self) -> None:
         from tqdm import tqdm
 
-        bar, label, started, printed = None, None, time.time(), time.time()
+        bar, label, begun = None, None, time.time()
+        started = printed = begun
         while not self.stop.wait(1.0):
             state = settings.read_progress(self.path)
-            if not state or not state.get("total"):
-                continue
-            key = (state["label"], state["total"], state["total_runs"])
-            if key != label:
-                label, started = key, time.time()
+            running = bool(state and state.get("total")) and state["steps"] < state["total"]
+            if state and state.get("total"):
+                key = (state["label"], state["total"], state["total_runs"])
+                if key != label:
+                    label, started = key, time.time()
+                    if bar is not None:
+                        bar.close()
+                        bar = None
+                    if self.tty:
+                        bar = tqdm(total=state["total"], desc=f"  {self.name}: {state['label']}", unit="step",
+                                   unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
                 if bar is not None:
-                    bar.close()
-                    bar = None
-                if self.tty:
-                    bar = tqdm(total=state["total"], desc=f"  {self.name}: {state['label']}", unit="step",
-                               unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
-            if bar is not None:
-                bar.n = min(state["steps"], state["total"])
-                bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
-                bar.refresh()
-            elif time.time() - printed >= 60:
-                printed = time.time()
+                    bar.n = min(state["steps"], state["total"])
+                    bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
+                    bar.refresh()
+            if self.tty or time.time() - printed < 60:
+                continue
+            printed = time.time()  # a line a minute for a build whose output goes to a file
+            if running:
                 done = state["steps"] / state["total"]
-                left = (time.time() - started) * (1 - done) / done if done > 0 else float("nan")
+                left = (printed - started) * (1 - done) / done if done > 0 else float("nan")
                 print(f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of "
                       f"the run-steps, about {left / 60:.0f} min left in this sweep", flush=True)
+            else:
+                print(f"  {self.name}: {(printed - begun) / 60:.0f} min into the chapter (no sweep running now)",
+                      flush=True)
         if bar is not None:
             bar.close()
 
@@ -282,8 +288,9 @@ def book_config(preview: bool, root: Path = ROOT) -> Path | None:
 
 
 def main_build(preview: bool = False, fresh: bool = False, names: list[str] | None = None,
-               html: bool = True) -> int:
-    """The whole build: chapters, ledger, figure map, provenance page, then the HTML (jupyter-book, -W)."""
+               html: bool = True, progress: bool = True) -> int:
+    """The whole build: chapters, ledger, figure map, provenance page, then the HTML (jupyter-book, -W).
+    ``progress``: a bar over each chapter's current sweep on a terminal, else a line a minute."""
     import shutil
 
     from .figures import write_figure_map
@@ -295,7 +302,7 @@ def main_build(preview: bool = False, fresh: bool = False, names: list[str] | No
         shutil.rmtree(cache)
     claims_dir = ROOT / "_build" / "claims"
     shutil.rmtree(claims_dir, ignore_errors=True)
-    record = build(names, preview=preview, cache=cache, progress=settings.progress_default())
+    record = build(names, preview=preview, cache=cache, progress=progress)
     tally = write_ledger(claims_dir, ROOT / "book", preview=preview)
     write_figure_map(claims_dir, ROOT / "book" / "figure_map.md", preview=preview)
     write_provenance(record, ROOT / "book")

@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default=str(ROOT / "_build" / "reruns"), help="folder for the executed notebook")
     run.add_argument("--html", action="store_true", help="also convert the executed notebook to HTML")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MCREG_PROGRESS", "0")
+    from .. import settings
+
+    shown = settings.progress_default()  # the person's choice (MCREG_PROGRESS=0 turns the build's progress off)
+    os.environ.setdefault("MCREG_PROGRESS", "0")  # the kernels draw no bars of their own
     if args.command == "list":
         print("\n".join(chapter_names()))
         return 0
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         from .build import main_build
 
         return main_build(preview=args.preview, fresh=args.fresh, names=args.chapters or None,
-                          html=not args.no_html)
+                          html=not args.no_html, progress=shown)
     if args.command == "compare-claims":
         from .claims import compare
 
@@ -227,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'total':<32} {sum(s for _, s in timings):8.1f} s")
         return 0
     params = parse_parameters(args.parameter)
-    from .. import settings
-
     where = settings.check()  # a bad MCREG_RUN_ON, a missing device or an unwritable cache fails before the chapter
     print(f"rerunning {args.name}: runs go to {where['run_on']} on {where['device']}; cache {where['cache']}")
     out_dir = Path(args.out)

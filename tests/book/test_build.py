@@ -65,3 +65,39 @@ def test_estimate_prefers_the_last_cold_build_of_this_cache(tmp_path):
         {"date": "today", "cold_seconds": {"getting_started": 10.0, "depth": 20.0}}))
     assert build_mod.estimate(["getting_started", "depth"], False, tmp_path) == (
         30.0, "the last cold build of this size on this machine (today)")
+
+
+def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsys):
+    """Without a terminal the bar becomes a line a minute: the sweep's progress while one runs, else that the
+    chapter is still alive (the clock is sped up: a minute passes every poll)."""
+    clock = iter(range(0, 10_000, 61))
+    monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
+    path = tmp_path / "p.json"
+    bar = build_mod._Bar(path, "demo", tty=False)
+    polls = iter([None, {"label": "depth 3 gd", "steps": 50, "total": 100, "runs": 1, "total_runs": 2}])
+
+    class Stop:
+        def wait(self, _):
+            try:
+                state = next(polls)
+            except StopIteration:
+                return True
+            path.write_text(json.dumps(state)) if state else path.unlink(missing_ok=True)
+            return False
+
+    bar.stop = Stop()
+    bar._loop()
+    out = capsys.readouterr().out.splitlines()
+    assert "demo:" in out[0] and "no sweep running now" in out[0]
+    assert "depth 3 gd: runs 1/2, 50% of the run-steps" in out[1]
+
+
+def test_the_command_line_build_shows_progress_unless_turned_off(monkeypatch):
+    from mcreg_lib.book import run
+
+    seen = {}
+    monkeypatch.setattr(build_mod, "main_build", lambda **kw: seen.update(kw) or 0)
+    monkeypatch.delenv("MCREG_PROGRESS", raising=False)
+    assert run.main(["build", "--no-html"]) == 0 and seen["progress"] is True
+    monkeypatch.setenv("MCREG_PROGRESS", "0")
+    assert run.main(["build", "--no-html"]) == 0 and seen["progress"] is False
