@@ -213,27 +213,30 @@ def _build(names: list[str], preview: bool, cache: str | Path | None, audits: in
         claims = json.loads((claims_dir / f"{name}.json").read_text())
         changed = declared(name).changed(claims["parameters"])
         record["chapters"][name] = {"seconds": wall, **counts, "changed_parameters": changed}
+        _remember(record, cache, name)  # now, so a build stopped later still teaches the next one's estimate
         audit = (f"{counts['audits_ok']} of {counts['audits']} audits match" if counts["audits"] else "no audits")
         print(f"[{i}/{len(names)}] {name}: done in {wall:.0f} s: trained {counts['runs_trained']} runs and "
               f"{counts['values_computed']} other results, read {counts['runs_read'] + counts['values_read']} from "
               f"the cache; {audit}", flush=True)
     record["seconds"] = time.perf_counter() - start
-    _remember(record, cache)
     (provenance / "build.json").write_text(json.dumps(record, indent=2, default=str))
     print(f"All {len(names)} chapters in {record['seconds'] / 60:.1f} min.", flush=True)
     return record
 
 
-def _remember(record: dict[str, Any], cache: Path) -> None:
-    """Keep the chapter times of a cold build (nothing read from the cache) for the next build's estimate."""
+def _remember(record: dict[str, Any], cache: Path, name: str) -> None:
+    """Keep a chapter's time if it ran cold (nothing read from the cache), for the next build's estimate."""
+    ch = record["chapters"][name]
+    if ch["runs_read"] or ch["values_read"]:
+        return
     size = "preview" if record["preview"] else "protocol"
     path = cache / f"last-build-{size}.json"
     data = json.loads(path.read_text()) if path.exists() else {"cold_seconds": {}}
-    for name, ch in record["chapters"].items():
-        if ch["runs_read"] == 0 and ch["values_read"] == 0:
-            data["cold_seconds"][name] = ch["seconds"]
+    data["cold_seconds"][name] = ch["seconds"]
     data["date"] = record["date"]
-    path.write_text(json.dumps(data, indent=2))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def write_provenance(record: dict[str, Any], out_dir: Path) -> Path:

@@ -101,3 +101,15 @@ def test_the_command_line_build_shows_progress_unless_turned_off(monkeypatch):
     assert run.main(["build", "--no-html"]) == 0 and seen["progress"] is True
     monkeypatch.setenv("MCREG_PROGRESS", "0")
     assert run.main(["build", "--no-html"]) == 0 and seen["progress"] is False
+
+
+def test_each_cold_chapter_is_remembered_as_it_finishes(tmp_path):
+    record = {"preview": False, "date": "today", "chapters": {
+        "a": {"seconds": 10.0, "runs_read": 0, "values_read": 0},
+        "b": {"seconds": 2.0, "runs_read": 3, "values_read": 0}}}
+    build_mod._remember(record, tmp_path, "a")
+    build_mod._remember(record, tmp_path, "b")  # read from the cache: not a cold time
+    data = json.loads((tmp_path / "last-build-protocol.json").read_text())
+    assert data["cold_seconds"] == {"a": 10.0}
+    seconds, source = build_mod.estimate(["a"], False, tmp_path)
+    assert seconds == 10.0 and "last cold build" in source
