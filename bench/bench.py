@@ -154,24 +154,18 @@ def phase_breakdown(problem: mc.Problem, configs: list[mc.RunConfig]) -> dict[st
     return out
 
 
-def products_alone(batch: int, n: int, depth: int, steps: int) -> float:
-    """GFLOP/s of a training step's matrix products alone (the prefix products and the layer gradients through
-    ``mcreg_lib.models``, into reused buffers, nothing else): the ceiling for the loop on this machine."""
-    from mcreg_lib.models import layer_grads, prefix_products
+def bmm_alone(batch: int, n: int, repeats: int) -> float:
+    """GFLOP/s of one batched product of the step's shape, repeated on the same operands (hot in the caches): the
+    best the loop's products can do on this machine."""
+    a, b = torch.randn(batch, n, n), torch.randn(batch, n, n)
+    out = torch.empty(batch, n, n)
 
-    layers = [torch.randn(batch, n, n) / n**0.5 for _ in range(depth)]
-    g = torch.randn(batch, n, n)
-    prefix_out = [torch.empty(batch, n, n) for _ in range(depth - 1)]
-    grads_out = [torch.empty(batch, n, n) for _ in range(depth)]
-    work = [torch.empty(batch, n, n) for _ in range(depth)]
+    def many():
+        for _ in range(200):
+            torch.bmm(a, b, out=out)
 
-    def loop():
-        for _ in range(steps):
-            prefix = prefix_products(layers, out=prefix_out)
-            layer_grads(layers, prefix, g, out=grads_out, work=work)
-
-    loop()
-    return steps * batch * 3 * (depth - 1) * 2 * n**3 / best(loop, 3) / 1e9
+    many()
+    return 200 * batch * 2 * n**3 / best(many, repeats) / 1e9
 
 
 # --- 3. the penalized step against the decomposition floor --------------------------------------------------------
@@ -329,11 +323,10 @@ def main() -> None:
             f"{k.removeprefix('phase_')} {v:.0%}" for k, v in shares.items() if k.startswith("phase_")))
         print("    by kind of op: " + ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
                                                for k, v in shares.items() if k.startswith("ops_")))
-        alone = products_alone(batch, n, depth, 50 if quick else 1000)
-        in_loop = gflops / max(shares.get("ops_products", 1.0), 1e-9)
-        out.update(products_alone_gflops=alone, products_in_loop_gflops=in_loop)
-        print(f"    the step's products alone: {alone:.0f} GFLOP/s = {alone / peak:.0%} of peak (the loop's ceiling); "
-              f"inside the loop (its rate / the products' share): about {in_loop:.0f} GFLOP/s")
+        alone = bmm_alone(batch, n, 1 if quick else 5)
+        out.update(bmm_alone_gflops=alone)
+        print(f"    one bmm of {batch} {n}x{n} alone (same operands, hot caches): {alone:.0f} GFLOP/s = {alone / peak:.0%} "
+              f"of peak; the loop reaches {gflops / peak:.0%}")
         seq_configs = [mc.RunConfig(**{**c.as_dict(), "max_steps": max(50, steps // 20),
                                        "optimizer_options": (), "penalty_options": ()}) for c in configs]
         seq = sequential_speed(problem, seq_configs)

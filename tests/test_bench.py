@@ -18,7 +18,7 @@ def test_every_bench_section_runs(tmp_path):
     for section in range(1, 8):
         assert f"[{section}]" in done.stdout
     numbers = json.loads(out.read_text())
-    for key in ("fit_vs_plain", "batch_fraction_of_peak", "share_ops_products", "products_alone_gflops",
+    for key in ("fit_vs_plain", "batch_fraction_of_peak", "share_ops_products", "bmm_alone_gflops",
                 "penalized_step_vs_floor", "sensing_fraction_of_peak", "nnm_speedup", "tensor_batch_speedup",
                 "ours_vs_p3_code", "ours_vs_p1_code"):
         assert key in numbers and numbers[key] > 0, key
