@@ -40,11 +40,10 @@ from ..book.parameters import Parameters, dtype, flag, integer, integers, number
 from ..cache import memoize
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the shared 2-core
-# machine (load average 9-10 from other sessions, torch at 1 thread): protocol 1055 s, of which P2's ReLU experiment
-# 855 s, the deep linear checkpoints 84 s, the flow limit 18 s, the factorization 6-24 s (it stops at its tolerance;
-# 24 s at the second seed set); preview 54 s.
-COLD_SECONDS = {"protocol": 1055, "preview": 54}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the idle machine
+# (2 torch threads): protocol 261 s, of which P2's ReLU experiment 223 s (1055 s and 855 s earlier on the machine
+# shared with other sessions, torch at 1 thread); preview 15 s.
+COLD_SECONDS = {"protocol": 261, "preview": 15}
 
 # The second seed set (``python -m mcreg_lib.book seed-sets CHAPTER``): every seed of the chapter moved to values its
 # defaults do not use; a paper claim whose verdict changes there depends on the seeds.

@@ -51,7 +51,7 @@ from ..cache import memoize
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
 # its own measurements after a cold build (mcreg_lib.book.build.estimate).
-COLD_SECONDS = {"protocol": 309, "preview": 50}
+COLD_SECONDS = {"protocol": 309, "preview": 31}
 
 P3_INIT_SCALES = [1e-3, 1e-4, 1e-5, 1e-6]
 

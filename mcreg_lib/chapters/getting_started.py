@@ -21,10 +21,10 @@ from .. import _validate as v
 from ..book.parameters import Parameters, choice, dtype, integer, integers, number, positive
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the shared 2-core
-# machine (load average 9-10 from other sessions, torch at 1 thread): protocol 379 s, of which nuclear-norm
-# minimization (10 instances, cvxpy + SCS) 248 s, gradient descent (30 runs) 50 s, the smaller-step check 46 s.
-COLD_SECONDS = {"protocol": 379, "preview": 50}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02 on the idle machine
+# (2 torch threads): protocol 44 s with the Douglas-Rachford nuclear-norm solver (379 s earlier with cvxpy + SCS on
+# the machine shared with other sessions); preview 14 s.
+COLD_SECONDS = {"protocol": 44, "preview": 14}
 
 # The second seed set (``python -m mcreg_lib.book seed-sets CHAPTER``): every seed of the chapter moved to values its
 # defaults do not use; a paper claim whose verdict changes there depends on the seeds.

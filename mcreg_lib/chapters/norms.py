@@ -30,7 +30,7 @@ from ..book.parameters import Parameters, dtype, integer, integers, number, numb
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
 # its own measurements after a cold build (mcreg_lib.book.build.estimate).
-COLD_SECONDS = {"protocol": 91, "preview": 80}
+COLD_SECONDS = {"protocol": 91, "preview": 24}
 
 # The second seed set (``python -m mcreg_lib.book seed-sets CHAPTER``): every seed of the chapter moved to values its
 # defaults do not use; a paper claim whose verdict changes there depends on the seeds.
