@@ -50,8 +50,10 @@ from ..book.parameters import Parameters, dtype, integer, integers, number, numb
 from ..cache import memoize
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate).
-COLD_SECONDS = {"protocol": 309, "preview": 31}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02: 5.8 min before a
+# kill and 60 min after the restart (about 15 of them sharing the cores with a test run): about an hour at the
+# protocol; preview 31 s.
+COLD_SECONDS = {"protocol": 3600, "preview": 31}
 
 P3_INIT_SCALES = [1e-3, 1e-4, 1e-5, 1e-6]
 
