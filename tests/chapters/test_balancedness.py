@@ -31,6 +31,19 @@ def _factors(seed, n1=7, n2=5, k=3, scale=1.0):
     return u, v, m
 
 
+def _autograd_relu_loss(x, y, layers, slope):
+    """The reference: the (leaky) ReLU net's loss by autograd, backward done; returns it and the layer copies."""
+    ws = [w.clone().requires_grad_(True) for w in layers]
+    h = x
+    for j, w in enumerate(ws):
+        h = h @ w.T
+        if j < len(ws) - 1:
+            h = torch.nn.functional.leaky_relu(h, slope)
+    ref = 0.5 * (h - y).square().sum() / x.shape[0]
+    ref.backward()
+    return ref, ws
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_factorization_identity_holds_to_machine_precision(seed):
     u, v, m = _factors(seed)
@@ -93,14 +106,7 @@ def test_relu_gradients_match_autograd(slope):
     layers = balance.relu_init([8, 6, 5, 3], "unbalanced", seed=1, entry_std=0.5)
     batched = [w.unsqueeze(0) for w in layers]
     loss, grads = balance.relu_loss_and_grads(x, y, batched, torch.tensor([slope], dtype=torch.float64))
-    ws = [w.clone().requires_grad_(True) for w in layers]
-    h = x
-    for j, w in enumerate(ws):
-        h = h @ w.T
-        if j < len(ws) - 1:
-            h = torch.nn.functional.leaky_relu(h, slope)
-    ref = 0.5 * (h - y).square().sum() / x.shape[0]
-    ref.backward()
+    ref, ws = _autograd_relu_loss(x, y, layers, slope)
     assert float(loss[0]) == pytest.approx(ref.item(), rel=1e-12)
     for g, w in zip(grads, ws):
         torch.testing.assert_close(g[0], w.grad, rtol=1e-10, atol=1e-12)
@@ -250,14 +256,7 @@ def test_batched_relu_gradients_match_autograd_net_by_net():
     batched = [torch.stack([net[j] for net in nets]) for j in range(3)]
     loss, grads = balance.relu_loss_and_grads(x, y, batched, torch.tensor(slopes, dtype=torch.float64))
     for b, (net, slope) in enumerate(zip(nets, slopes)):
-        ws = [w.clone().requires_grad_(True) for w in net]
-        h = x
-        for j, w in enumerate(ws):
-            h = h @ w.T
-            if j < len(ws) - 1:
-                h = torch.nn.functional.leaky_relu(h, slope)
-        ref = 0.5 * (h - y).square().sum() / x.shape[0]
-        ref.backward()
+        ref, ws = _autograd_relu_loss(x, y, net, slope)
         assert float(loss[b]) == pytest.approx(ref.item(), rel=1e-12)
         for g, w in zip(grads, ws):
             torch.testing.assert_close(g[b], w.grad, rtol=1e-10, atol=1e-12)
