@@ -7,6 +7,10 @@ write straight into the outputs: a parallel op in the caller (a ``torch.cat``) w
 threads spin-waiting for several milliseconds, on the cores the workers need next. A matrix's result depends
 neither on the batch it came in nor on the caller's thread count (a batch of one runs on a worker too, unless
 the caller is on one thread already). On other devices ``fn`` runs once on the whole batch.
+
+A penalized training batch goes one level further: ``mcreg_lib.training`` splits the batch itself, one sub-batch
+per thread, so that the products and updates run on every core as well (``training._chunks``); inside each
+sub-batch this module's functions then run inline on that thread.
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ def caller_on_one_thread() -> Iterator[None]:
         _LOCAL.threads = None
 
 
+def cpu_workers() -> int:
+    """How many cores this thread's work may use: its torch thread count, or the count it had before
+    :func:`caller_on_one_thread`."""
+    saved = getattr(_LOCAL, "threads", None)
+    return max(1, saved if saved is not None else torch.get_num_threads())
+
+
 def per_matrix(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``fn(x)`` for a batch x (B, ...), where ``fn`` maps each matrix independently and returns a tuple of tensors
     with leading dimension B. On the CPU the batch is split across worker threads (module docstring)."""
@@ -76,8 +87,7 @@ def per_matrix(fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.
         return fn(x)
     x = x.contiguous()
     batch = x.shape[0]
-    saved = getattr(_LOCAL, "threads", None)
-    threads = max(1, saved if saved is not None else torch.get_num_threads())
+    threads = cpu_workers()
     k = max(1, min(threads, batch))
     if k == 1 and torch.get_num_threads() == 1:  # one chunk, and this thread already computes like a worker
         return fn(x)

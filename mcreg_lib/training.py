@@ -427,6 +427,9 @@ def train(
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
         call (a run that stops early also reports the steps it will not take); replaces this call's own bar.
+
+    A penalized batch on a CPU with several torch threads trains as one sub-batch per thread (:func:`_chunks`);
+    each run's numbers are those it has in one batch on one thread.
     """
     configs = list(configs)
     if not configs:
@@ -437,12 +440,95 @@ def train(
     configs = [c.validated(problems[0].shape) for c in configs]
     _check_batch(problems, configs)
     device = settings.device() if device is None else torch.device(device)
+    show = settings.progress_default() if progress is None else bool(progress)
+    chunks = _chunks(configs, device)
+    if len(chunks) > 1:
+        return _train_in_threads(problems, configs, chunks, device, show, description, on_finish, on_progress)
+    report = _Progress([c.max_steps for c in configs], on_progress, show, description)
+    try:
+        return _loop(problems, configs, device, report, on_finish, None)
+    finally:
+        report.close()
+
+
+def _chunks(configs: Sequence[RunConfig], device: torch.device) -> list[list[int]]:
+    """How a batch is split across CPU threads: one chunk (the whole batch) unless the runs are penalized and the
+    caller has several threads, then one chunk per thread (runs dealt out in turn). A penalized step is dominated by
+    one decomposition per run; split this way every part of the step (products, decomposition, update) runs on all
+    cores with no synchronization between them, where one batch leaves its own products and updates on one core
+    while the decompositions run on the workers (mcreg_lib._threads)."""
+    k = min(_threads.cpu_workers(), len(configs))
+    if device.type != "cpu" or configs[0].penalty is None or k < 2:
+        return [list(range(len(configs)))]
+    return [list(range(i, len(configs), k)) for i in range(k)]
+
+
+def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks: list[list[int]],
+                      device: torch.device, show: bool, description: str,
+                      on_finish: Callable[[int, Run], None] | None,
+                      on_progress: Callable[[int, int], None] | None) -> list[Run]:
+    """Train each chunk as its own batch in a worker thread with one torch thread. A run's numbers are those of the
+    same run in one batch on one thread (tests/test_training.py). Callbacks are serialized; an exception (or an
+    interrupt) in any chunk stops the others at their next step."""
+    import concurrent.futures as cf
+    import threading
+
+    lock, cancel = threading.Lock(), threading.Event()
+    bar = None
+    if on_progress is None and show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(c.max_steps for c in configs), desc=f"{description} ({len(configs)} runs, "
+                   f"{len(chunks)} threads)", unit="step", unit_scale=True, leave=False)
+        on_progress = lambda steps, runs: bar.update(steps)  # noqa: E731
+
+    def work(idx: list[int]) -> list[Run]:
+        torch.set_num_threads(1)  # this worker thread's own count (mcreg_lib._threads)
+
+        def finished(b: int, run: Run) -> None:
+            if on_finish is not None:
+                with lock:
+                    on_finish(idx[b], run)
+
+        def progressed(steps: int, runs: int) -> None:
+            with lock:
+                on_progress(steps, runs)  # type: ignore[misc]
+
+        report = _Progress([configs[i].max_steps for i in idx], progressed if on_progress else None, False, "")
+        return _loop([problems[i] for i in idx], [configs[i] for i in idx], device, report, finished, cancel)
+
+    out: list[Run | None] = [None] * len(configs)
+    pool = cf.ThreadPoolExecutor(len(chunks), thread_name_prefix="mcreg-train")
+    try:
+        futures = [pool.submit(work, idx) for idx in chunks]
+        cf.wait(futures, return_when=cf.FIRST_EXCEPTION)  # a failing chunk stops the others now, not at their end
+        for future in futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        for idx, future in zip(chunks, futures):
+            for i, run in zip(idx, future.result()):
+                out[i] = run
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        if bar is not None:
+            bar.close()
+    return out  # type: ignore[return-value]
+
+
+class _Cancelled(RuntimeError):
+    pass
+
+
+def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.device, report: _Progress,
+          on_finish: Callable[[int, Run], None] | None, cancel: Any) -> list[Run]:
+    """The training loop of one batch (validated configs, one batch key)."""
     batch = Batch(problems, configs, device)
     horizon = int(batch.max_steps.max())
     logged = set(log_steps(horizon, configs[0].logs_per_decade).tolist())
     runs: list[Run | None] = [None] * batch.size
-    show = settings.progress_default() if progress is None else bool(progress)
-    report = _Progress(batch.max_steps, on_progress, show, description)
     start = time.perf_counter()
 
     # A penalized step on the CPU is dominated by one decomposition per run, done on worker threads
@@ -450,6 +536,8 @@ def train(
     one_thread = configs[0].penalty is not None and device.type == "cpu"
     with _threads.caller_on_one_thread() if one_thread else contextlib.nullcontext():
         for t in range(horizon + 1):  # at step t: evaluate theta_t, log or stop, then move to theta_{t+1}
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled("another part of the batch failed or was interrupted")
             w = batch.forward()
             loss, r, penalty = batch.loss(w, t)
             if t in logged or batch.may_stop(t, loss):
@@ -464,7 +552,6 @@ def train(
             batch.step(r, penalty)
             report(t + 1, [x is not None for x in runs], batch.n_active)
     report(horizon, [True] * batch.size, 0, force=True)
-    report.close()
     missing = [b for b, run in enumerate(runs) if run is None]
     if missing:  # pragma: no cover - every run stops by max_steps at the latest
         raise RuntimeError(f"runs {missing} did not stop")

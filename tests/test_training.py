@@ -1,5 +1,7 @@
 import math
 
+import pandas as pd
+
 import pytest
 import torch
 
@@ -162,6 +164,62 @@ def test_penalized_batch_with_early_stops_equals_alone():
         assert run.summary["steps"] == cfg.max_steps == alone.summary["steps"]
         assert torch.allclose(run.matrix, alone.matrix, rtol=1e-5, atol=1e-7)
         assert run.history["penalty"].iloc[-1] == pytest.approx(alone.history["penalty"].iloc[-1], rel=1e-5)
+
+
+def _two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    return threads
+
+
+def test_penalized_batch_split_across_threads_matches_one_thread():
+    """On two CPU threads a penalized batch trains as two sub-batches, one per thread: every run (its matrix, its
+    history, its stop) is the same run as in one batch on one thread, and callbacks name runs of the whole batch."""
+    p = mc.completion_problem(n=12, rank=2, n_observed=60, seed=0)
+    configs = [mc.RunConfig(depth=d, optimizer="adam", lr=1e-2, init_scale=1e-2, seed=s, penalty="ratio",
+                            penalty_weight=1e-2, max_steps=m, stop_loss=0.0, stop_plateau=1e-3)
+               for d in (1, 3) for s, m in [(0, 60), (1, 150), (2, 90), (3, 30), (4, 120)]]
+    for depth in (1, 3):
+        cfgs = [c for c in configs if c.depth == depth]
+        threads = _two_threads()
+        try:
+            assert training._chunks(cfgs, torch.device("cpu")) == [[0, 2, 4], [1, 3]]
+            finished, progressed = {}, []
+            split = mc.train(p, cfgs, progress=False, device="cpu",
+                             on_finish=lambda b, run: finished.setdefault(b, run),
+                             on_progress=lambda steps, runs: progressed.append((steps, runs)))
+            torch.set_num_threads(1)
+            assert training._chunks(cfgs, torch.device("cpu")) == [list(range(5))]
+            whole = mc.train(p, cfgs, progress=False, device="cpu")
+        finally:
+            torch.set_num_threads(threads)
+        assert sorted(finished) == list(range(5)) and all(finished[b] is split[b] for b in range(5))
+        assert sum(r for _, r in progressed) == 5 and sum(s for s, _ in progressed) == sum(c.max_steps for c in cfgs)
+        for cfg, a, b in zip(cfgs, split, whole):
+            assert a.config == b.config == cfg.validated(p.shape)
+            assert a.summary["steps"] == b.summary["steps"] and a.summary["stop_reason"] == b.summary["stop_reason"]
+            assert torch.equal(a.matrix, b.matrix)
+            pd.testing.assert_frame_equal(a.history, b.history)
+
+
+def test_penalized_batch_split_across_threads_stops_every_part_on_an_error():
+    p = mc.completion_problem(n=10, rank=1, n_observed=40, seed=0)
+    cfgs = [mc.RunConfig(depth=1, optimizer="adam", lr=1e-2, seed=s, penalty="ratio", penalty_weight=1e-2,
+                         max_steps=m, stop_loss=0.0) for s, m in [(0, 100_000), (1, 5)]]  # the second part fails
+
+    def boom(b, run):
+        raise KeyError("stop here")
+
+    progressed = []
+    threads = _two_threads()
+    try:
+        with pytest.raises(KeyError, match="stop here"):
+            mc.train(p, cfgs, progress=False, device="cpu", on_finish=boom,
+                     on_progress=lambda steps, runs: progressed.append(steps))
+        assert torch.get_num_threads() == 2
+        assert sum(progressed) < 50_000  # the 100,000-step part was cancelled, not run to its end
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("kwargs, match", [
