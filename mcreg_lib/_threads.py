@@ -28,7 +28,7 @@ _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
 
 
-def _one_thread() -> None:
+def one_thread() -> None:
     torch.set_num_threads(1)  # in a worker thread this sets its own OpenMP/MKL thread count, not the caller's
 
 
@@ -47,7 +47,7 @@ def _pool(size: int) -> cf.ThreadPoolExecutor:
             if _POOL is not None:
                 _POOL.shutdown(wait=False)  # its threads finish what they hold, then exit
             _POOL_SIZE = size
-            _POOL = cf.ThreadPoolExecutor(max_workers=size, initializer=_one_thread, thread_name_prefix="mcreg")
+            _POOL = cf.ThreadPoolExecutor(max_workers=size, initializer=one_thread, thread_name_prefix="mcreg")
         return _POOL
 
 

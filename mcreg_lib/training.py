@@ -483,8 +483,6 @@ def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks:
         on_progress = lambda steps, runs: bar.update(steps)  # noqa: E731
 
     def work(idx: list[int]) -> list[Run]:
-        torch.set_num_threads(1)  # this worker thread's own count (mcreg_lib._threads)
-
         def finished(b: int, run: Run) -> None:
             if on_finish is not None:
                 with lock:
@@ -498,7 +496,7 @@ def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks:
         return _loop([problems[i] for i in idx], [configs[i] for i in idx], device, report, finished, cancel)
 
     out: list[Run | None] = [None] * len(configs)
-    pool = cf.ThreadPoolExecutor(len(chunks), thread_name_prefix="mcreg-train")
+    pool = cf.ThreadPoolExecutor(len(chunks), initializer=_threads.one_thread, thread_name_prefix="mcreg-train")
     try:
         futures = [pool.submit(work, idx) for idx in chunks]
         cf.wait(futures, return_when=cf.FIRST_EXCEPTION)  # a failing chunk stops the others now, not at their end
@@ -531,8 +529,9 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
     runs: list[Run | None] = [None] * batch.size
     start = time.perf_counter()
 
-    # A penalized step on the CPU is dominated by one decomposition per run, done on worker threads
-    # (mcreg_lib._threads); this thread's own ops then run on one thread, leaving the cores to the workers.
+    # A penalized step on the CPU is dominated by one decomposition per run. Called with several threads (a batch of
+    # one run) the decompositions go to worker threads (mcreg_lib._threads) and this thread's own ops run on one
+    # thread, leaving the cores to the workers; in a sub-batch of _train_in_threads everything runs inline.
     one_thread = configs[0].penalty is not None and device.type == "cpu"
     with _threads.caller_on_one_thread() if one_thread else contextlib.nullcontext():
         for t in range(horizon + 1):  # at step t: evaluate theta_t, log or stop, then move to theta_{t+1}
