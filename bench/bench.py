@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import threading
 import time
 from collections import defaultdict
 
@@ -112,11 +113,15 @@ def sequential_speed(problem: mc.Problem, configs: list[mc.RunConfig]) -> float:
 
 
 def phase_breakdown(problem: mc.Problem, configs: list[mc.RunConfig]) -> dict[str, float]:
-    """Shares of the loop's wall time by phase (training.Batch's methods, timed from outside) and by kind of op
-    (torch.profiler's self times: matrix products, decompositions, other aten ops; the rest is Python)."""
+    """Shares of the loop's time by phase (training.Batch's methods, timed from outside) and by kind of op
+    (torch.profiler's self times: matrix products, decompositions, other aten ops; the rest is Python). A batch
+    split across k threads (training._chunks) is measured in thread-seconds, k times the wall; its kinds of op
+    are profiled on one thread's sub-batch run alone on one thread (the profiler does not see worker threads)."""
     from torch.profiler import ProfilerActivity, profile
 
+    chunks = training._chunks([problem], configs, torch.device(DEVICE))
     spent: dict[str, float] = defaultdict(float)
+    lock = threading.Lock()
     originals = {name: getattr(training.Batch, name) for name in ("forward", "loss", "log", "step")}
 
     def timed(name, fn):
@@ -125,7 +130,8 @@ def phase_breakdown(problem: mc.Problem, configs: list[mc.RunConfig]) -> dict[st
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - t0
+                with lock:
+                    spent[name] += time.perf_counter() - t0
         return wrapper
 
     for name, fn in originals.items():
@@ -133,16 +139,22 @@ def phase_breakdown(problem: mc.Problem, configs: list[mc.RunConfig]) -> dict[st
     try:
         t0 = time.perf_counter()
         mc.train(problem, configs, progress=False, device=DEVICE)
-        wall = time.perf_counter() - t0
+        wall = (time.perf_counter() - t0) * len(chunks)
     finally:
         for name, fn in originals.items():
             setattr(training.Batch, name, fn)
     out = {f"phase_{k}": spent[k] / wall for k in originals}
     out["phase_loop_and_bookkeeping"] = 1.0 - sum(spent.values()) / wall
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        mc.train(problem, configs, progress=False, device=DEVICE)
-        wall = time.perf_counter() - t0
+    part = [configs[i] for i in chunks[0]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if len(chunks) > 1 else threads)
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            mc.train(problem, part, progress=False, device=DEVICE)
+            wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
     kinds: dict[str, float] = defaultdict(float)
     for e in prof.key_averages():
         kind = "products" if e.key in PRODUCTS else "decompositions" if e.key in DECOMPOSITIONS else \
@@ -151,6 +163,7 @@ def phase_breakdown(problem: mc.Problem, configs: list[mc.RunConfig]) -> dict[st
             kinds[kind] += e.self_cpu_time_total / 1e6
     out.update({f"ops_{k}": v / wall for k, v in kinds.items()})
     out["ops_python_and_overhead"] = max(0.0, 1.0 - sum(kinds.values()) / wall)
+    out["split_threads"] = len(chunks)
     return out
 
 
@@ -319,9 +332,12 @@ def main() -> None:
                                  "optimizer_options": (), "penalty_options": ()}) for c in configs]
         shares = phase_breakdown(problem, short)
         out.update({f"share_{k}": v for k, v in shares.items()})
+        split = int(shares.pop("split_threads"))
+        out["batch_split_threads"] = split
+        print(f"    the batch trains as {split} sub-batch{'es, one per thread' if split > 1 else ''}")
         print("    where the time goes (a run of " + f"{short[0].max_steps:,}" + " steps): by phase " + ", ".join(
             f"{k.removeprefix('phase_')} {v:.0%}" for k, v in shares.items() if k.startswith("phase_")))
-        print("    by kind of op: " + ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
+        print("    by kind of op" + (" (one thread's sub-batch, alone)" if split > 1 else "") + ": " + ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
                                                for k, v in shares.items() if k.startswith("ops_")))
         alone = bmm_alone(batch, n, 1 if quick else 5)
         out.update(bmm_alone_gflops=alone)

@@ -8,7 +8,7 @@ threads spin-waiting for several milliseconds, on the cores the workers need nex
 neither on the batch it came in nor on the caller's thread count (a batch of one runs on a worker too, unless
 the caller is on one thread already). On other devices ``fn`` runs once on the whole batch.
 
-A penalized training batch goes one level further: ``mcreg_lib.training`` splits the batch itself, one sub-batch
+A completion training batch goes one level further: ``mcreg_lib.training`` splits the batch itself, one sub-batch
 per thread, so that the products and updates run on every core as well (``training._chunks``); inside each
 sub-batch this module's functions then run inline on that thread.
 """

@@ -172,24 +172,34 @@ def _two_threads():
     return threads
 
 
-def test_penalized_batch_split_across_threads_matches_one_thread():
-    """On two CPU threads a penalized batch trains as two sub-batches, one per thread: every run (its matrix, its
+_SPLIT_CASES = {
+    "adam + ratio": dict(optimizer="adam", lr=1e-2, init_scale=1e-2, penalty="ratio", penalty_weight=1e-2,
+                         stop_loss=0.0, stop_plateau=1e-3),
+    "gd": dict(lr=0.5, init_scale=1e-2, stop_loss=1e-6),
+    "normalized_gd": dict(optimizer="normalized_gd", lr=1e-2, init_scale=1e-2, stop_loss=1e-6),
+    "adam": dict(optimizer="adam", lr=1e-2, init_scale=1e-2, stop_loss=0.0),
+    "gd, one run diverges": dict(lr=60.0, init_scale=0.3, stop_loss=0.0),
+}
+
+
+@pytest.mark.parametrize("case", list(_SPLIT_CASES))
+def test_batch_split_across_threads_matches_one_thread(case):
+    """On two CPU threads a completion batch trains as two sub-batches, one per thread: every run (its matrix, its
     history, its stop) is the same run as in one batch on one thread, and callbacks name runs of the whole batch."""
     p = mc.completion_problem(n=12, rank=2, n_observed=60, seed=0)
-    configs = [mc.RunConfig(depth=d, optimizer="adam", lr=1e-2, init_scale=1e-2, seed=s, penalty="ratio",
-                            penalty_weight=1e-2, max_steps=m, stop_loss=0.0, stop_plateau=1e-3)
+    configs = [mc.RunConfig(depth=d, seed=s, max_steps=m, **_SPLIT_CASES[case])
                for d in (1, 3) for s, m in [(0, 60), (1, 150), (2, 90), (3, 30), (4, 120)]]
     for depth in (1, 3):
         cfgs = [c for c in configs if c.depth == depth]
         threads = _two_threads()
         try:
-            assert training._chunks(cfgs, torch.device("cpu")) == [[0, 2, 4], [1, 3]]
+            assert training._chunks([p], cfgs, torch.device("cpu")) == [[0, 2, 4], [1, 3]]
             finished, progressed = {}, []
             split = mc.train(p, cfgs, progress=False, device="cpu",
                              on_finish=lambda b, run: finished.setdefault(b, run),
                              on_progress=lambda steps, runs: progressed.append((steps, runs)))
             torch.set_num_threads(1)
-            assert training._chunks(cfgs, torch.device("cpu")) == [list(range(5))]
+            assert training._chunks([p], cfgs, torch.device("cpu")) == [list(range(5))]
             whole = mc.train(p, cfgs, progress=False, device="cpu")
         finally:
             torch.set_num_threads(threads)
@@ -198,8 +208,24 @@ def test_penalized_batch_split_across_threads_matches_one_thread():
         for cfg, a, b in zip(cfgs, split, whole):
             assert a.config == b.config == cfg.validated(p.shape)
             assert a.summary["steps"] == b.summary["steps"] and a.summary["stop_reason"] == b.summary["stop_reason"]
+            assert a.summary["batch_size"] == b.summary["batch_size"] == 5
             assert torch.equal(a.matrix, b.matrix)
             pd.testing.assert_frame_equal(a.history, b.history)
+    if case == "gd, one run diverges":
+        assert {r.summary["stop_reason"] for r in split} >= {"diverged"}
+
+
+def test_sensing_and_cuda_batches_stay_whole():
+    """Sensing runs share one measurement operator, read once per step for the whole batch: they are not split."""
+    p = mc.sensing_problem(n=6, rank=1, n_measurements=20, seed=0)
+    cfgs = [mc.RunConfig(depth=2, lr=0.1, seed=s, max_steps=5) for s in range(4)]
+    threads = _two_threads()
+    try:
+        assert training._chunks([p], cfgs, torch.device("cpu")) == [[0, 1, 2, 3]]
+        q = mc.completion_problem(n=6, rank=1, n_observed=20, seed=0)
+        assert training._chunks([q], cfgs, torch.device("cuda")) == [[0, 1, 2, 3]]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_penalized_batch_split_across_threads_stops_every_part_on_an_error():
