@@ -4,7 +4,8 @@ torch.optim takes one learning rate per parameter group and cannot freeze one ru
 so the sweep engine needs batched versions: each parameter is (B, out, in), the learning rate is a (B, 1, 1) tensor
 (zero for a run that has stopped). Each update rule follows its torch.optim counterpart line by line (same defaults,
 same order of operations); ``tests/test_optimizers.py`` checks them against torch.optim step by step.
-P3's normalized gradient descent ("GroupRMSprop") has no torch counterpart and follows PAPERS.md.
+P3's normalized gradient descent ("GroupRMSprop" in the released code of Arora et al. 2019) has no torch
+counterpart; :class:`NormalizedGD` states its update.
 """
 
 from __future__ import annotations

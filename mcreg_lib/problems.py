@@ -1,6 +1,6 @@
 """Low-rank recovery problems: matrix completion and matrix sensing.
 
-Ground truth follows the papers' convention (PAPERS.md, "Shared conventions"): ``W* = U V^T`` with
+Ground truth follows the convention of the released code of Arora et al. (2019) and Zhao (2022): ``W* = U V^T`` with
 ``U, V ~ N(0, 1)``, rescaled so that ``||W*||_F = sqrt(n_rows * n_cols)`` (``= n`` for a square matrix), i.e. an
 RMS entry of 1. Everything is stored in float64 on the CPU; :func:`mcreg_lib.fit` casts to the run's dtype and device.
 """

@@ -28,7 +28,7 @@ def test_gradient_matches_finite_differences(name, opts):
 
 
 def test_ratio_gradient_orthogonal_to_w_and_scales_like_inverse_norm():
-    """Scale invariance: <grad, W> = 0 and grad(cW) = grad(W) / c (PAPERS.md, P1 [derived])."""
+    """Scale invariance: <grad, W> = 0 and grad(cW) = grad(W) / c (Zhao 2022's ratio penalty, derived)."""
     torch.manual_seed(1)
     w = torch.randn(1, 6, 6, dtype=torch.float64)
     _, g = penalties.value_and_grad(w, "ratio", {})

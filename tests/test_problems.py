@@ -23,7 +23,7 @@ def test_rectangular_convention():
 
 
 def test_standard_instance_matches_papers_md():
-    """PAPERS.md [derived]: n = 100, r = 5: effective rank about 4.94, nuclear norm about 221."""
+    """Derived from the convention: n = 100, r = 5: effective rank about 4.94, nuclear norm about 221."""
     p = mc.completion_problem(n=100, rank=5, n_observed=2000, seed=0)
     assert 4.8 < mc.effective_rank(p.target).item() < 5.0
     assert 200 < mc.nuclear_norm(p.target).item() < 240

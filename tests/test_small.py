@@ -77,7 +77,7 @@ def test_det_flip_detection_matches_a_reference_loop():
     kw = dict(init="balanced", init_scale=8e-3 * 2**0.5, seed=0, det_sign=1)
     small = train_small(_spec(p, depth=2, max_steps=6000, **kw))
     first, count = _reference_flips(p, 2, 6000, **kw)
-    assert first > 0, "the reference loop flips det at depth 2 (PAPERS.md pitfall)"
+    assert first > 0, "the reference loop flips det at depth 2 (Razin & Cohen 2020, the 2x2 example)"
     assert small.table.loc[0, "first_flip"] == first and small.table.loc[0, "n_flips"] == count
     h = small.histories
     assert first in h["step"].tolist(), "the step of the first flip is logged"

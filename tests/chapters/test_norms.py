@@ -31,7 +31,7 @@ def test_p4_problem_and_conventions():
 
 
 def test_w11_bound():
-    # P4's bound (1 - sqrt(2l))^2 / sqrt(2l): 68.7 at l = 1e-4 (PAPERS.md)
+    # P4's bound (1 - sqrt(2l))^2 / sqrt(2l): 68.7 at l = 1e-4 (Razin & Cohen 2020)
     assert float(norms.w11_lower_bound(1e-4)) == pytest.approx(68.72, abs=0.01)
     d = math.sqrt(2e-6)
     assert float(norms.w11_lower_bound(1e-6, -2, 0.5, 0.01)) == pytest.approx((2 - d) * (0.5 - d) / (0.01 + d))
