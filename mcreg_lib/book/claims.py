@@ -132,11 +132,21 @@ class Claims:
         return path
 
     def table(self) -> pd.DataFrame:
-        """One row per claim, for display at the end of a chapter: paper claims first, then checks."""
+        """One row per claim, for display at the end of a chapter: paper claims first, then checks. Where the
+        chapter has a recorded comparison at a second seed set that applies to these claims
+        (:mod:`mcreg_lib.book.seeds`), a last column gives each claim's verdict there ("" where the record does not
+        speak for the claim)."""
         rows = [{"kind": KINDS[c.kind], "claim": c.claim,
                  "paper": f"{c.paper} [{c.source}]" if c.paper else "",
                  "decided by": c.threshold, "ours": fmt(c.ours) + _budget_text(c.budget),
                  "holds": "yes" if c.holds else "NO"} for c in self.items]
+        from .seeds import recorded
+
+        rec = recorded(self.chapter, self.to_dict())
+        if rec is not None:
+            column = f"at the second seed set (commit {rec['commit']})"
+            for row, verdict in zip(rows, rec["verdicts"]):
+                row[column] = {"holds": "yes", "NO": "NO", None: ""}[verdict]
         order = {"paper claim": 0, "implementation check": 1}
         return pd.DataFrame(rows).sort_values("kind", key=lambda k: k.map(order), kind="stable") if rows else \
             pd.DataFrame(rows)

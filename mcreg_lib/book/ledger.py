@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import KINDS, SOURCES, fmt
+from .seeds import record_note, recorded
 
 
 def _cell(x: object) -> str:
@@ -26,9 +27,9 @@ def _parameters(params: dict) -> str:
     return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in params.items())
 
 
-def _table(claims: list[dict], kind: str) -> str:
+def _table(claims: list[dict], kind: str, second: list[str | None] | None = None) -> str:
     rows = []
-    for c in claims:
+    for i, c in enumerate(claims):
         if c.get("kind", "paper") != kind:
             continue
         budget = c.get("budget")
@@ -37,6 +38,10 @@ def _table(claims: list[dict], kind: str) -> str:
         if kind == "paper":
             row.update({"paper": _cell(c["paper"]), "source": c["source"], "decided by": _cell(c.get("threshold", ""))})
         row.update({"ours": ours, "holds": "yes" if c["holds"] else "**NO: does not hold**"})
+        if second is not None:
+            verdict = second[i]
+            text = "" if verdict is None else "yes" if verdict == "holds" else "NO"
+            row["second seed set"] = f"**{text}: changes**" if text and (verdict == "holds") != c["holds"] else text
         rows.append(row)
     return pd.DataFrame(rows).to_markdown(index=False) if rows else "None."
 
@@ -81,12 +86,17 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
         items = data["claims"]
         n_paper = [c for c in items if c.get("kind", "paper") == "paper"]
         n_check = [c for c in items if c.get("kind", "paper") == "check"]
+        rec = recorded(name, data)
+        second = rec["verdicts"] if rec else None
         lines += [f"## {data['title']}", "",
                   f"Chapter {{doc}}`../notebooks/{name}`: paper claims holding {sum(c['holds'] for c in n_paper)} "
                   f"of {len(n_paper)}; checks passing {sum(c['holds'] for c in n_check)} of {len(n_check)}.", "",
                   f"Measured at: {_parameters(data['parameters'])}.", "",
-                  "### Paper claims", "", _table(items, "paper"), "",
-                  "### Implementation checks", "", _table(items, "check"), ""]
+                  (record_note(name, rec, items) if rec else
+                   "No comparison at a second seed set is recorded for these parameters (`python -m mcreg_lib.book "
+                   f"seed-sets {name} --record` makes one at the defaults)."), "",
+                  "### Paper claims", "", _table(items, "paper", second), "",
+                  "### Implementation checks", "", _table(items, "check", second), ""]
     missing = [c for c in chapters if c not in found]
     if missing:
         lines += ["## Chapters without claims", "",

@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds.add_argument("--second", action="append", default=[], metavar="NAME=VALUE",
                        help="the second seed set (default: the chapter's SECOND_SEEDS)")
     seeds.add_argument("--out", default=None, help="folder for both runs (default: _build/seed_sets/NAME)")
+    seeds.add_argument("--record", action="store_true",
+                       help="keep the comparison in book/seed_sets/NAME.json, shown by the chapter's claims table "
+                            "and the ledger (only at the defaults and the chapter's SECOND_SEEDS)")
     run = sub.add_parser("run", help="execute one chapter with your parameters into a fresh notebook")
     run.add_argument("name")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
@@ -206,12 +209,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + table["status"].value_counts().to_string())
         return 0 if (table["status"] == "same").all() else 1
     if args.command == "seed-sets":
-        from .seeds import report, seed_sets
+        from .seeds import record, report, seed_sets
 
+        if args.record and (args.parameter or args.second):
+            parser.error(f"--record is not allowed with -p/--second ({args.parameter + args.second}): a record is "
+                         "the comparison at the defaults and the chapter's SECOND_SEEDS")
         out = args.out or ROOT / "_build" / "seed_sets" / args.name
         table = seed_sets(args.name, out, parse_parameters(args.parameter),
                           parse_parameters(args.second) if args.second else None)
         print(report(table) + f"; runs and seed_sets.csv in {out}")
+        if args.record:
+            print(f"recorded in {record(args.name, out)}")
         return 0
     if args.command == "sync-parameters":
         for name in chapter_names():

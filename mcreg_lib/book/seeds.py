@@ -11,6 +11,12 @@ with ``SECOND_SEEDS`` on top, and lists every claim with its verdict at both; fr
 Claims are matched by position: a statement may name a number that moves with the seeds (an m or an initialization
 chosen from the first runs), so ``same_statement`` says whether the texts agree. Numbers are expected to differ
 between seed sets; a paper claim whose verdict changes is seed-dependent, a finding to report, not an error.
+
+A comparison at the defaults (the papers' protocol) takes hours for some chapters, so it is not part of every build:
+``seed-sets NAME --record`` (or :func:`record`) keeps it in ``book/seed_sets/NAME.json``, with the commit and date
+it was measured at. The chapter's claims table and the ledger then show each claim's verdict at the second seed
+set next to this build's, where the record applies: the same parameters, the same statement and the same verdict
+at the first seed set as this build (otherwise the record is from other code, and the claim says so).
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .claims import _plain
 
 COLUMNS = ["index", "kind", "claim", "same_statement", "first", "second", "changed", "first_ours", "second_ours"]
 
@@ -83,6 +92,88 @@ def seed_sets(name: str, out: str | os.PathLike[str], parameters: dict[str, Any]
     table = verdicts(*files)
     table.to_csv(out / "seed_sets.csv", index=False)
     return table
+
+
+def _declared(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The chapter's declared parameters out of a claims file's snapshot (which may also hold measurements)."""
+    names = importlib.import_module(f"mcreg_lib.chapters.{name}").PARAMETERS.names
+    return {k: params.get(k) for k in names if k != "claims_path"}
+
+
+def record_path(name: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the recorded comparison of chapter ``name`` at the defaults lives: ``book/seed_sets/NAME.json``."""
+    from .run import ROOT
+
+    return Path(root or ROOT) / "book" / "seed_sets" / f"{name}.json"
+
+
+def record(name: str, out: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
+    """Keep the comparison that :func:`seed_sets` wrote into ``out`` (both claims files) as the chapter's record.
+    Only a comparison at the defaults with the chapter's own ``SECOND_SEEDS`` is recorded: the record stands for
+    "this chapter at the papers' protocol, at a second seed set"."""
+    from .build import _git_commit
+    from .run import ROOT
+
+    out = Path(out)
+    first, second = (json.loads((out / label / f"{name}.json").read_text()) for label in ("first", "second"))
+    defaults = _declared(name, json.loads(json.dumps(_plain(
+        importlib.import_module(f"mcreg_lib.chapters.{name}").PARAMETERS.resolve()))))
+    if _declared(name, first["parameters"]) != defaults:
+        changed = sorted(k for k in defaults if first["parameters"].get(k) != defaults[k])
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise ValueError(f"out={str(out)!r} is not allowed for a record: its first run changed {shown} from the "
+                         "defaults; record only a comparison at the defaults")
+    moved = {k: second["parameters"].get(k) for k in second_seeds(name)}
+    expected = json.loads(json.dumps(_plain(second_seeds(name))))
+    if moved != expected:
+        raise ValueError(f"out={str(out)!r} is not allowed for a record: its second run used {moved}, not the "
+                         f"chapter's SECOND_SEEDS {expected}")
+    table = verdicts(out / "first" / f"{name}.json", out / "second" / f"{name}.json")
+    data = {"chapter": name, "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "commit": _git_commit(Path(root or ROOT)), "second_seeds": expected, "parameters": defaults,
+            "claims": _plain(table.to_dict(orient="records"))}
+    path = record_path(name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def recorded(name: str, claims: dict[str, Any], root: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The chapter's record where it applies to ``claims`` (a claims file's content: same parameters), as
+    ``{"commit", "recorded", "second_seeds", "verdicts"}``: one entry per claim, "holds", "NO" or None where the
+    record does not speak for this claim (another statement, or another verdict at the first seed set). None when
+    there is no record or it was made at other parameters."""
+    path = record_path(name, root)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("parameters") != _declared(name, json.loads(json.dumps(_plain(claims.get("parameters", {}))))):
+        return None
+    rows = data["claims"]
+    out = []
+    for i, c in enumerate(claims["claims"]):
+        r = rows[i] if i < len(rows) else None
+        ok = r is not None and r["claim"] == c["claim"] and bool(r["first"]) == bool(c["holds"])
+        out.append(None if not ok or r["second"] is None else ("holds" if r["second"] else "NO"))
+    return {"commit": data["commit"], "recorded": data["recorded"], "second_seeds": data["second_seeds"],
+            "verdicts": out}
+
+
+def record_note(name: str, rec: dict[str, Any], claims: list[dict[str, Any]]) -> str:
+    """One sentence on a chapter's record: how many paper claims keep their verdict at the second seed set."""
+    pairs = [(c, v) for c, v in zip(claims, rec["verdicts"]) if c.get("kind", "paper") == "paper"]
+    known = [(c, v) for c, v in pairs if v is not None]
+    same = sum((v == "holds") == bool(c["holds"]) for c, v in known)
+    seeds = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in rec["second_seeds"].items())
+    text = (f"At a second seed set ({seeds}; measured at commit {rec['commit']} on {rec['recorded']} by "
+            f"`python -m mcreg_lib.book seed-sets {name} --record`): {same} of {len(known)} paper claims keep their "
+            f"verdict, {len(known) - same} change")
+    if len(known) < len(pairs):
+        text += f"; for {len(pairs) - len(known)} the record is from other code (another statement or verdict)"
+    return text + "."
 
 
 def report(table: pd.DataFrame) -> str:

@@ -78,3 +78,75 @@ def test_seed_sets_runs_a_chapter_twice(tmp_path):
     assert len(table) and table["kind"].isin(["paper", "check"]).all()
     second = json.loads((tmp_path / "second" / "getting_started.json").read_text())["parameters"]
     assert second["seeds"] == [10, 11]
+
+
+def _fake_protocol_execute(verdicts_by_seed):
+    """A fake chapter run that writes the parameters snapshot a real run writes."""
+    def execute(name, params, output):
+        declared = importlib.import_module(f"mcreg_lib.chapters.{name}").PARAMETERS
+        snapshot = declared.resolve(**{k: v for k, v in params.items() if k != "claims_path"})
+        holds = verdicts_by_seed.get(tuple(snapshot["seeds"]), [True])
+        claims = [{"claim": f"claim {i}", "kind": "paper" if i else "check", "holds": h, "ours": i}
+                  for i, h in enumerate(holds) if h is not None]  # None: the run makes no such claim
+        Path(params["claims_path"]).write_text(json.dumps(
+            {"chapter": name, "title": "T", "parameters": {**snapshot, "timings_s": {"x": 1.0}}, "claims": claims}))
+        return 0.0
+    return execute
+
+
+def test_a_recorded_seed_set_shows_in_the_claims_table_and_the_ledger(tmp_path, monkeypatch):
+    from mcreg_lib.book import claims as claims_mod, ledger
+
+    monkeypatch.setattr(run, "execute", _fake_protocol_execute(
+        {(0, 1, 2): [True, True, False, True], (3, 4, 5): [True, False, False, None]}))
+    monkeypatch.setattr(seeds, "record_path", lambda name, root=None: tmp_path / "book" / "seed_sets" / f"{name}.json")
+    seeds.seed_sets("balancedness", tmp_path / "runs")
+    # The fourth claim is missing from the second run: the record has no verdict for it.
+    path = seeds.record(("balancedness"), tmp_path / "runs")
+    assert path == tmp_path / "book" / "seed_sets" / "balancedness.json"
+    first = json.loads((tmp_path / "runs" / "first" / "balancedness.json").read_text())
+    rec = seeds.recorded("balancedness", first)
+    assert rec["verdicts"] == ["holds", "NO", "NO", None]
+    assert rec["second_seeds"] == seeds.second_seeds("balancedness")
+    assert "1 of 2 paper claims keep their verdict, 1 change" in seeds.record_note("balancedness", rec,
+                                                                                   first["claims"])
+
+    # Another statement or another first verdict: the record does not speak for that claim.
+    other = json.loads(json.dumps(first))
+    other["claims"][1]["claim"] = "claim one, reworded"
+    other["claims"][2]["holds"] = True
+    assert seeds.recorded("balancedness", other)["verdicts"] == ["holds", None, None, None]
+    # Other parameters (a preview): no record applies.
+    preview = {**first, "parameters": {**first["parameters"], "preview": True}}
+    assert seeds.recorded("balancedness", preview) is None
+
+    c = claims_mod.Claims("balancedness", "T", parameters=first["parameters"])
+    for item in first["claims"]:
+        (c.paper if item["kind"] == "paper" else c.check)(item["claim"], ours=item["ours"], holds=item["holds"],
+                                                          **({"paper": "p", "source": "paper", "threshold": "t"}
+                                                             if item["kind"] == "paper" else {}))
+    table = c.table()
+    column = [k for k in table.columns if k.startswith("at the second seed set")]
+    assert len(column) == 1 and list(table[column[0]]) == ["NO", "NO", "", "yes"]  # paper claims first
+
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    (claims_dir / "balancedness.json").write_text(json.dumps(c.to_dict()))
+    ledger.write_ledger(claims_dir, tmp_path / "out", chapters=["balancedness"])
+    text = (tmp_path / "out" / "claims_ledger.md").read_text()
+    assert "second seed set" in text and "**NO: changes**" in text
+    assert "1 of 2 paper claims keep their verdict" in text
+
+
+def test_only_a_comparison_at_the_defaults_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "execute", _fake_protocol_execute({}))
+    monkeypatch.setattr(seeds, "record_path", lambda name, root=None: tmp_path / f"{name}.json")
+    seeds.seed_sets("balancedness", tmp_path / "runs", {"preview": True})
+    with pytest.raises(ValueError, match=r"first run changed .* from the defaults"):
+        seeds.record("balancedness", tmp_path / "runs")
+    seeds.seed_sets("balancedness", tmp_path / "other", second={"seed": 7, "seeds": [8, 9, 10]})
+    with pytest.raises(ValueError, match="not the chapter's SECOND_SEEDS"):
+        seeds.record("balancedness", tmp_path / "other")
+    assert not (tmp_path / "balancedness.json").exists()
+    with pytest.raises(SystemExit):  # the command line refuses before running anything
+        run.main(["seed-sets", "balancedness", "--record", "-p", "preview=True"])
