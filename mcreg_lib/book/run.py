@@ -138,6 +138,11 @@ def rerun_box(name: str, example: str = "") -> str:
         f"    papermill /tmp/{name}.ipynb /tmp/{name}-out.ipynb -k python3 --cwd notebooks {pm}",
         "",
         "A bad value stops the chapter at its first cell with an error naming the parameter.",
+        "",
+        "At a second seed set (the chapter's `SECOND_SEEDS`: every seed moved off its default), with each claim's",
+        "two verdicts listed, the changed ones first:",
+        "",
+        f"    python -m mcreg_lib.book seed-sets {name}",
         "```",
     ])
 
