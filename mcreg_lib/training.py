@@ -457,7 +457,7 @@ def _chunks(problems: Sequence[Problem], configs: Sequence[RunConfig], device: t
     decompositions, updates) runs on all cores with no synchronization between them, and each thread's layers stay
     in its own core's caches: a penalized batch, dominated by one decomposition per run, gained 1.25x to 1.65x on
     2 cores; unpenalized completion batches 1.11x to 1.14x (depth 2 to 4, GD and normalized GD, batches of 12 to
-    32: bench/README.md). Sensing batches stay whole: their runs share one measurement operator, read once per step
+    32: README, design notes). Sensing batches stay whole: their runs share one measurement operator, read once per step
     for all of them, and that read bounds their speed; split, each thread would read it again. On a CUDA device
     the batch stays whole."""
     k = min(_threads.cpu_workers(), len(configs))
