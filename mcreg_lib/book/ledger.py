@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import KINDS, SOURCES, fmt
-from .seeds import record_note, recorded
+from . import seeds
 
 
 def _cell(x: object) -> str:
@@ -81,18 +81,21 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
              "Generated from the claims each chapter writes when it runs; nothing here is typed in.", "",
              summary, "",
              "Source labels: " + "; ".join(f"**{k}**: {v}" for k, v in SOURCES.items()) + ".", ""]
+    second_sets = []  # (chapter title, paper claims keeping their verdict, paper claims the record speaks for)
     for name in order:
         data = found[name]
         items = data["claims"]
         n_paper = [c for c in items if c.get("kind", "paper") == "paper"]
         n_check = [c for c in items if c.get("kind", "paper") == "check"]
-        rec = recorded(name, data)
+        rec = seeds.recorded(name, data)
         second = rec["verdicts"] if rec else None
+        if rec:
+            second_sets.append((data["title"], *seeds.kept(rec, items)[:2]))
         lines += [f"## {data['title']}", "",
                   f"Chapter {{doc}}`../notebooks/{name}`: paper claims holding {sum(c['holds'] for c in n_paper)} "
                   f"of {len(n_paper)}; checks passing {sum(c['holds'] for c in n_check)} of {len(n_check)}.", "",
                   f"Measured at: {_parameters(data['parameters'])}.", "",
-                  (record_note(name, rec, items) if rec else
+                  (seeds.record_note(name, rec, items) if rec else
                    "No comparison at a second seed set is recorded for these parameters (`python -m mcreg_lib.book "
                    f"seed-sets {name} --record` makes one at the defaults)."), "",
                   "### Paper claims", "", _table(items, "paper", second), "",
@@ -102,6 +105,9 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
         lines += ["## Chapters without claims", "",
                   "These chapters wrote no claims in this build: " + ", ".join(missing) + ".", ""]
     (out_dir / "claims_ledger.md").write_text("\n".join(lines))
+    if second_sets:
+        summary += (" At a second seed set (recorded; the ledger says when and where): " + "; ".join(
+            f"{title}, {k} of {n} paper claims keep their verdict" for title, k, n in second_sets) + ".")
     (out_dir / "claims_summary.md").write_text(
         summary + " See the {doc}`claims ledger <claims_ledger>`, the {doc}`figure map <figure_map>` and the "
         "{doc}`provenance of this build <provenance>`.\n")

@@ -162,17 +162,23 @@ def recorded(name: str, claims: dict[str, Any], root: str | os.PathLike[str] | N
             "verdicts": out}
 
 
-def record_note(name: str, rec: dict[str, Any], claims: list[dict[str, Any]]) -> str:
-    """One sentence on a chapter's record: how many paper claims keep their verdict at the second seed set."""
+def kept(rec: dict[str, Any], claims: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(paper claims keeping their verdict at the second seed set, paper claims the record speaks for, paper
+    claims) for :func:`recorded`'s ``rec`` and the claims it was matched against."""
     pairs = [(c, v) for c, v in zip(claims, rec["verdicts"]) if c.get("kind", "paper") == "paper"]
     known = [(c, v) for c, v in pairs if v is not None]
-    same = sum((v == "holds") == bool(c["holds"]) for c, v in known)
+    return sum((v == "holds") == bool(c["holds"]) for c, v in known), len(known), len(pairs)
+
+
+def record_note(name: str, rec: dict[str, Any], claims: list[dict[str, Any]]) -> str:
+    """One sentence on a chapter's record: how many paper claims keep their verdict at the second seed set."""
+    same, known, papers = kept(rec, claims)
     seeds = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in rec["second_seeds"].items())
     text = (f"At a second seed set ({seeds}; measured at commit {rec['commit']} on {rec['recorded']} by "
-            f"`python -m mcreg_lib.book seed-sets {name} --record`): {same} of {len(known)} paper claims keep their "
-            f"verdict, {len(known) - same} change")
-    if len(known) < len(pairs):
-        text += f"; for {len(pairs) - len(known)} the record is from other code (another statement or verdict)"
+            f"`python -m mcreg_lib.book seed-sets {name} --record`): {same} of {known} paper claims keep their "
+            f"verdict, {known - same} change")
+    if known < papers:
+        text += f"; for {papers - known} the record is from other code (another statement or verdict)"
     return text + "."
 
 

@@ -136,6 +136,8 @@ def test_a_recorded_seed_set_shows_in_the_claims_table_and_the_ledger(tmp_path, 
     text = (tmp_path / "out" / "claims_ledger.md").read_text()
     assert "second seed set" in text and "**NO: changes**" in text
     assert "1 of 2 paper claims keep their verdict" in text
+    first_page = (tmp_path / "out" / "claims_summary.md").read_text()
+    assert "At a second seed set (recorded" in first_page and "T, 1 of 2 paper claims keep their verdict" in first_page
 
 
 def test_only_a_comparison_at_the_defaults_is_recorded(tmp_path, monkeypatch):
