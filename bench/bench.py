@@ -337,8 +337,9 @@ def main() -> None:
         print(f"    the batch trains as {split} sub-batch{'es, one per thread' if split > 1 else ''}")
         print("    where the time goes (a run of " + f"{short[0].max_steps:,}" + " steps): by phase " + ", ".join(
             f"{k.removeprefix('phase_')} {v:.0%}" for k, v in shares.items() if k.startswith("phase_")))
-        print("    by kind of op" + (" (one thread's sub-batch, alone)" if split > 1 else "") + ": " + ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
-                                               for k, v in shares.items() if k.startswith("ops_")))
+        kinds = ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
+                          for k, v in shares.items() if k.startswith("ops_"))
+        print("    by kind of op" + (" (one thread's sub-batch, alone)" if split > 1 else "") + ": " + kinds)
         alone = bmm_alone(batch, n, 1 if quick else 5)
         out.update(bmm_alone_gflops=alone)
         print(f"    one bmm of {batch} {n}x{n} alone (same operands, hot caches): {alone:.0f} GFLOP/s = {alone / peak:.0%} "

@@ -39,7 +39,7 @@ from .run import NOTEBOOKS, ROOT, chapter_names, declared, execute
 AUDITS_PER_CHAPTER = 3
 
 
-def _git_commit(root: Path) -> str:
+def git_commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                              text=True, timeout=10)
@@ -182,7 +182,7 @@ def _build(names: list[str], preview: bool, cache: str | Path | None, audits: in
           f"{seconds / 60:.0f} min by {source}. Runs already in {cache} are read, not trained.", flush=True)
     print(f"Runs go to {where['run_on']} on {where['device']}; audit seed {seed}.", flush=True)
     record: dict[str, Any] = {
-        "kind": size, "preview": preview, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": _git_commit(ROOT),
+        "kind": size, "preview": preview, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(ROOT),
         "mcreg_lib": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {where['device_name']}",
         "run_on": where["run_on"], "device": where["device"], "cache": str(cache), "audit_seed": seed, "chapters": {}}

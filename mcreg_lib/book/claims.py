@@ -146,7 +146,7 @@ class Claims:
         if rec is not None:
             column = f"at the second seed set (commit {rec['commit']})"
             for row, verdict in zip(rows, rec["verdicts"]):
-                row[column] = {"holds": "yes", "NO": "NO", None: ""}[verdict]
+                row[column] = "" if verdict is None else "yes" if verdict else "NO"
         order = {"paper claim": 0, "implementation check": 1}
         return pd.DataFrame(rows).sort_values("kind", key=lambda k: k.map(order), kind="stable") if rows else \
             pd.DataFrame(rows)

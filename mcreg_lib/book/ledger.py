@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import KINDS, SOURCES, fmt
 from . import seeds
+from .claims import KINDS, SOURCES, fmt
 
 
 def _cell(x: object) -> str:
@@ -40,8 +40,8 @@ def _table(claims: list[dict], kind: str, second: list[str | None] | None = None
         row.update({"ours": ours, "holds": "yes" if c["holds"] else "**NO: does not hold**"})
         if second is not None:
             verdict = second[i]
-            text = "" if verdict is None else "yes" if verdict == "holds" else "NO"
-            row["second seed set"] = f"**{text}: changes**" if text and (verdict == "holds") != c["holds"] else text
+            text = "" if verdict is None else "yes" if verdict else "NO"
+            row["second seed set"] = f"**{text}: changes**" if verdict not in (None, c["holds"]) else text
         rows.append(row)
     return pd.DataFrame(rows).to_markdown(index=False) if rows else "None."
 

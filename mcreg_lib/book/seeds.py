@@ -95,9 +95,11 @@ def seed_sets(name: str, out: str | os.PathLike[str], parameters: dict[str, Any]
 
 
 def _declared(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The chapter's declared parameters out of a claims file's snapshot (which may also hold measurements)."""
-    names = importlib.import_module(f"mcreg_lib.chapters.{name}").PARAMETERS.names
-    return {k: params.get(k) for k in names if k != "claims_path"}
+    """The chapter's declared parameters out of a parameters snapshot (a claims file's may also hold measurements),
+    JSON-safe as the claims files store them."""
+    from .run import declared
+
+    return _plain({k: params.get(k) for k in declared(name).names if k != "claims_path"})
 
 
 def record_path(name: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -111,26 +113,25 @@ def record(name: str, out: str | os.PathLike[str], root: str | os.PathLike[str] 
     """Keep the comparison that :func:`seed_sets` wrote into ``out`` (both claims files) as the chapter's record.
     Only a comparison at the defaults with the chapter's own ``SECOND_SEEDS`` is recorded: the record stands for
     "this chapter at the papers' protocol, at a second seed set"."""
-    from .build import _git_commit
-    from .run import ROOT
+    from .build import git_commit
+    from .run import ROOT, declared
 
     out = Path(out)
     first, second = (json.loads((out / label / f"{name}.json").read_text()) for label in ("first", "second"))
-    defaults = _declared(name, json.loads(json.dumps(_plain(
-        importlib.import_module(f"mcreg_lib.chapters.{name}").PARAMETERS.resolve()))))
+    defaults = _declared(name, declared(name).resolve())
     if _declared(name, first["parameters"]) != defaults:
         changed = sorted(k for k in defaults if first["parameters"].get(k) != defaults[k])
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         raise ValueError(f"out={str(out)!r} is not allowed for a record: its first run changed {shown} from the "
                          "defaults; record only a comparison at the defaults")
     moved = {k: second["parameters"].get(k) for k in second_seeds(name)}
-    expected = json.loads(json.dumps(_plain(second_seeds(name))))
+    expected = _plain(second_seeds(name))
     if moved != expected:
         raise ValueError(f"out={str(out)!r} is not allowed for a record: its second run used {moved}, not the "
                          f"chapter's SECOND_SEEDS {expected}")
     table = verdicts(out / "first" / f"{name}.json", out / "second" / f"{name}.json")
     data = {"chapter": name, "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "commit": _git_commit(Path(root or ROOT)), "second_seeds": expected, "parameters": defaults,
+            "commit": git_commit(Path(root or ROOT)), "second_seeds": expected, "parameters": defaults,
             "claims": _plain(table.to_dict(orient="records"))}
     path = record_path(name, root)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,22 +143,22 @@ def record(name: str, out: str | os.PathLike[str], root: str | os.PathLike[str] 
 
 def recorded(name: str, claims: dict[str, Any], root: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The chapter's record where it applies to ``claims`` (a claims file's content: same parameters), as
-    ``{"commit", "recorded", "second_seeds", "verdicts"}``: one entry per claim, "holds", "NO" or None where the
-    record does not speak for this claim (another statement, or another verdict at the first seed set). None when
+    ``{"commit", "recorded", "second_seeds", "verdicts"}``: one entry per claim, its verdict at the second seed
+    set (True: holds), or None where the record does not speak for this claim (another statement, or another verdict at the first seed set). None when
     there is no record or it was made at other parameters."""
     path = record_path(name, root)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if data.get("parameters") != _declared(name, json.loads(json.dumps(_plain(claims.get("parameters", {}))))):
+    if data.get("parameters") != _declared(name, claims.get("parameters", {})):
         return None
     rows = data["claims"]
     out = []
     for i, c in enumerate(claims["claims"]):
         r = rows[i] if i < len(rows) else None
         ok = r is not None and r["claim"] == c["claim"] and bool(r["first"]) == bool(c["holds"])
-        out.append(None if not ok or r["second"] is None else ("holds" if r["second"] else "NO"))
+        out.append(None if not ok or r["second"] is None else bool(r["second"]))
     return {"commit": data["commit"], "recorded": data["recorded"], "second_seeds": data["second_seeds"],
             "verdicts": out}
 
@@ -167,7 +168,7 @@ def kept(rec: dict[str, Any], claims: list[dict[str, Any]]) -> tuple[int, int, i
     claims) for :func:`recorded`'s ``rec`` and the claims it was matched against."""
     pairs = [(c, v) for c, v in zip(claims, rec["verdicts"]) if c.get("kind", "paper") == "paper"]
     known = [(c, v) for c, v in pairs if v is not None]
-    return sum((v == "holds") == bool(c["holds"]) for c, v in known), len(known), len(pairs)
+    return sum(v == bool(c["holds"]) for c, v in known), len(known), len(pairs)
 
 
 def record_note(name: str, rec: dict[str, Any], claims: list[dict[str, Any]]) -> str:

@@ -106,7 +106,7 @@ def test_a_recorded_seed_set_shows_in_the_claims_table_and_the_ledger(tmp_path, 
     assert path == tmp_path / "book" / "seed_sets" / "balancedness.json"
     first = json.loads((tmp_path / "runs" / "first" / "balancedness.json").read_text())
     rec = seeds.recorded("balancedness", first)
-    assert rec["verdicts"] == ["holds", "NO", "NO", None]
+    assert rec["verdicts"] == [True, False, False, None]
     assert rec["second_seeds"] == seeds.second_seeds("balancedness")
     assert "1 of 2 paper claims keep their verdict, 1 change" in seeds.record_note("balancedness", rec,
                                                                                    first["claims"])
@@ -115,7 +115,7 @@ def test_a_recorded_seed_set_shows_in_the_claims_table_and_the_ledger(tmp_path, 
     other = json.loads(json.dumps(first))
     other["claims"][1]["claim"] = "claim one, reworded"
     other["claims"][2]["holds"] = True
-    assert seeds.recorded("balancedness", other)["verdicts"] == ["holds", None, None, None]
+    assert seeds.recorded("balancedness", other)["verdicts"] == [True, None, None, None]
     # Other parameters (a preview): no record applies.
     preview = {**first, "parameters": {**first["parameters"], "preview": True}}
     assert seeds.recorded("balancedness", preview) is None
