@@ -21,7 +21,6 @@ at the first seed set as this build (otherwise the record is from other code, an
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import chapters
 from .claims import _plain
 
 COLUMNS = ["index", "kind", "claim", "same_statement", "first", "second", "changed", "first_ours", "second_ours"]
@@ -37,8 +37,7 @@ COLUMNS = ["index", "kind", "claim", "same_statement", "first", "second", "chang
 
 def second_seeds(name: str) -> dict[str, Any]:
     """The chapter's declared second seed set (``mcreg_lib.chapters.NAME.SECOND_SEEDS``)."""
-    module = importlib.import_module(f"mcreg_lib.chapters.{name}")
-    second = getattr(module, "SECOND_SEEDS", None)
+    second = getattr(chapters.module(name), "SECOND_SEEDS", None)
     if not second:
         raise ValueError(f"chapter={name!r} is not allowed: mcreg_lib.chapters.{name} declares no SECOND_SEEDS")
     return dict(second)
@@ -65,9 +64,9 @@ def seed_sets(name: str, out: str | os.PathLike[str], parameters: dict[str, Any]
     """Execute chapter ``name`` at ``parameters`` and at ``parameters`` with ``second`` on top (default: the
     chapter's ``SECOND_SEEDS``) into ``out/first`` and ``out/second``; returns :func:`verdicts` of the two and writes
     it to ``out/seed_sets.csv``. With ``$MCREG_CACHE`` set, runs already in the cache are read, not trained."""
-    from .run import execute
+    from .run import declared as declaration, execute
 
-    declared = importlib.import_module(f"mcreg_lib.chapters.{name}").PARAMETERS
+    declared = declaration(name)
     second = dict(second) if second else second_seeds(name)
     parameters = dict(parameters or {})
     unknown = sorted(set(second) - set(declared.names))
