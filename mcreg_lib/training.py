@@ -376,33 +376,63 @@ class Batch:
 
 
 class _Progress:
-    """Reports run-steps done (a run that stops early counts its whole budget) to ``on_progress`` or a tqdm bar."""
+    """Progress of one ``train`` call over all its runs, reported to ``on_progress`` or a tqdm bar.
+
+    Each part of the call (the whole batch, or one sub-batch per thread) reports through its own :meth:`part`,
+    with its local run indices; the totals are kept here under a lock. ``on_progress`` receives the run-steps done
+    since its last call (a run that stops early also counts the steps it will not take) and the runs finished; the
+    bar shows the steps of the horizon reached by the slowest part and the runs still active.
+    """
 
     def __init__(self, max_steps: Sequence[int], on_progress: Callable[[int, int], None] | None, bar: bool,
-                 description: str) -> None:
+                 description: str, threads: int = 1) -> None:
+        import threading
+
         self.max_steps, self.on_progress = [int(m) for m in max_steps], on_progress
         self.horizon = max(self.max_steps)
+        self.lock = threading.Lock()
         self.bar = None
         if bar and on_progress is None:
             from tqdm.auto import tqdm
 
             n = len(self.max_steps)
-            self.bar = tqdm(total=self.horizon, desc=f"{description} ({n} run{'s' * (n > 1)})", unit="step",
+            where = f", {threads} threads" if threads > 1 else ""
+            self.bar = tqdm(total=self.horizon, desc=f"{description} ({n} run{'s' * (n > 1)}{where})", unit="step",
                             leave=False)
-        self.next, self.steps, self.runs = 1000, 0, 0
+        self.done = [0] * len(self.max_steps)  # run-steps counted per run
+        self.finished = [False] * len(self.max_steps)
+        self.reached: dict[int, int] = {}  # step reached per part
+        self.active: dict[int, int] = {}  # runs active per part
+        self.reported_steps = self.reported_runs = 0
 
-    def __call__(self, t_done: int, finished: Sequence[bool], n_active: int, force: bool = False) -> None:
-        if t_done < self.next and not force:
-            return
-        self.next = t_done + 1000
-        steps = sum(m if done else min(t_done, m) for m, done in zip(self.max_steps, finished))
-        runs = sum(finished)
+    def part(self, idx: Sequence[int]) -> Callable[..., None]:
+        """``report(t_done, finished, n_active, force=False)`` for the part training runs ``idx`` (in that order),
+        throttled to about one report per 1000 steps of the part."""
+        key, idx, nxt = len(self.reached), list(idx), [1000]
+        self.reached[key], self.active[key] = 0, len(idx)
+
+        def report(t_done: int, finished: Sequence[bool], n_active: int, force: bool = False) -> None:
+            if t_done < nxt[0] and not force:
+                return
+            nxt[0] = t_done + 1000
+            with self.lock:
+                for i, done in zip(idx, finished):
+                    self.finished[i] = self.finished[i] or done
+                    self.done[i] = self.max_steps[i] if self.finished[i] else min(t_done, self.max_steps[i])
+                self.reached[key] = self.horizon if n_active == 0 else t_done
+                self.active[key] = n_active
+                self._emit()
+
+        return report
+
+    def _emit(self) -> None:
+        steps, runs = sum(self.done), sum(self.finished)
         if self.on_progress is not None:
-            self.on_progress(steps - self.steps, runs - self.runs)
+            self.on_progress(steps - self.reported_steps, runs - self.reported_runs)
         elif self.bar is not None:
-            self.bar.update(t_done - self.bar.n)
-            self.bar.set_postfix(active=n_active, refresh=False)
-        self.steps, self.runs = steps, runs
+            self.bar.update(min(self.reached.values()) - self.bar.n)
+            self.bar.set_postfix(active=sum(self.active.values()), refresh=False)
+        self.reported_steps, self.reported_runs = steps, runs
 
     def close(self) -> None:
         if self.bar is not None:
@@ -442,13 +472,13 @@ def train(
     device = settings.device() if device is None else torch.device(device)
     show = settings.progress_default() if progress is None else bool(progress)
     chunks = _chunks(problems, configs, device)
-    if len(chunks) > 1:
-        return _train_in_threads(problems, configs, chunks, device, show, description, on_finish, on_progress)
-    report = _Progress([c.max_steps for c in configs], on_progress, show, description)
+    tracker = _Progress([c.max_steps for c in configs], on_progress, show, description, len(chunks))
     try:
-        return _loop(problems, configs, device, report, on_finish, None)
+        if len(chunks) > 1:
+            return _train_in_threads(problems, configs, chunks, device, tracker, on_finish)
+        return _loop(problems, configs, device, tracker.part(chunks[0]), on_finish, None, len(configs))
     finally:
-        report.close()
+        tracker.close()
 
 
 def _chunks(problems: Sequence[Problem], configs: Sequence[RunConfig], device: torch.device) -> list[list[int]]:
@@ -467,9 +497,8 @@ def _chunks(problems: Sequence[Problem], configs: Sequence[RunConfig], device: t
 
 
 def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks: list[list[int]],
-                      device: torch.device, show: bool, description: str,
-                      on_finish: Callable[[int, Run], None] | None,
-                      on_progress: Callable[[int, int], None] | None) -> list[Run]:
+                      device: torch.device, progress: _Progress,
+                      on_finish: Callable[[int, Run], None] | None) -> list[Run]:
     """Train each chunk as its own batch in a worker thread with one torch thread. A run's numbers are those of the
     same run in one batch on one thread (tests/test_training.py). Callbacks are serialized; an exception (or an
     interrupt) in any chunk stops the others at their next step."""
@@ -477,32 +506,20 @@ def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks:
     import threading
 
     lock, cancel = threading.Lock(), threading.Event()
-    bar = None
-    if on_progress is None and show:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(c.max_steps for c in configs), desc=f"{description} ({len(configs)} runs, "
-                   f"{len(chunks)} threads)", unit="step", unit_scale=True, leave=False)
-        on_progress = lambda steps, runs: bar.update(steps)  # noqa: E731
-
-    def work(idx: list[int]) -> list[Run]:
+    def work(idx: list[int], report: Callable[..., None]) -> list[Run]:
         def finished(b: int, run: Run) -> None:
-            run.summary["batch_size"] = len(configs)  # the batch it was trained in, as in one batch on one thread
             if on_finish is not None:
                 with lock:
                     on_finish(idx[b], run)
 
-        def progressed(steps: int, runs: int) -> None:
-            with lock:
-                on_progress(steps, runs)  # type: ignore[misc]
-
-        report = _Progress([configs[i].max_steps for i in idx], progressed if on_progress else None, False, "")
-        return _loop([problems[i] for i in idx], [configs[i] for i in idx], device, report, finished, cancel)
+        return _loop([problems[i] for i in idx], [configs[i] for i in idx], device, report, finished, cancel,
+                     len(configs))
 
     out: list[Run | None] = [None] * len(configs)
     pool = cf.ThreadPoolExecutor(len(chunks), initializer=_threads.one_thread, thread_name_prefix="mcreg-train")
     try:
-        futures = [pool.submit(work, idx) for idx in chunks]
+        futures = [pool.submit(work, idx, progress.part(idx)) for idx in chunks]
         cf.wait(futures, return_when=cf.FIRST_EXCEPTION)  # a failing chunk stops the others now, not at their end
         for future in futures:
             if future.done() and future.exception() is not None:
@@ -515,8 +532,6 @@ def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks:
         raise
     finally:
         pool.shutdown(wait=True)
-        if bar is not None:
-            bar.close()
     return out  # type: ignore[return-value]
 
 
@@ -524,9 +539,10 @@ class _Cancelled(RuntimeError):
     pass
 
 
-def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.device, report: _Progress,
-          on_finish: Callable[[int, Run], None] | None, cancel: Any) -> list[Run]:
-    """The training loop of one batch (validated configs, one batch key)."""
+def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.device, report: Callable[..., None],
+          on_finish: Callable[[int, Run], None] | None, cancel: Any, batch_size: int) -> list[Run]:
+    """The training loop of one batch (validated configs, one batch key). ``batch_size``: the runs of the whole
+    ``train`` call, recorded in each run's summary (a sub-batch of a split call records the call's)."""
     batch = Batch(problems, configs, device)
     horizon = int(batch.max_steps.max())
     logged = set(log_steps(horizon, configs[0].logs_per_decade).tolist())
@@ -545,7 +561,7 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
             loss, r, penalty = batch.loss(w, t)
             if t in logged or batch.may_stop(t, loss):
                 for b, reason, last in batch.log(t, loss, penalty, t in logged):
-                    runs[b] = _finished_run(batch, b, t, reason, last, time.perf_counter() - start)
+                    runs[b] = _finished_run(batch, b, t, reason, last, time.perf_counter() - start, batch_size)
                     if on_finish is not None:
                         on_finish(b, runs[b])
                 if not batch.n_active:
@@ -561,12 +577,13 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
     return runs  # type: ignore[return-value]
 
 
-def _finished_run(batch: Batch, b: int, t: int, reason: str, last: dict[str, Any], seconds: float) -> Run:
+def _finished_run(batch: Batch, b: int, t: int, reason: str, last: dict[str, Any], seconds: float,
+                  batch_size: int) -> Run:
     diverged = reason == "diverged"
     summary: dict[str, Any] = {"steps": t, "stop_reason": reason, "diverged": diverged,
                                "diverged_at": t if diverged else None, "seconds": seconds}
     summary.update({k: last[k] for k in SUMMARY_KEYS if k in last})
-    summary.update({"batch_size": batch.size, "device": str(batch.device)})
+    summary.update({"batch_size": batch_size, "device": str(batch.device)})
     layers = batch.layers_of(b)
     return Run(batch.configs[b], dict(batch.problems[b].info), models.end_to_end(layers), layers,
                pd.DataFrame(batch.rows[b]), summary)

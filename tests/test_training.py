@@ -389,3 +389,35 @@ def test_stop_scale_is_validated_and_train_small_refuses_it():
     q = mc.problem_from_observations([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2))
     with pytest.raises(ValueError, match="stop_scale"):
         small.train_small(mc.grid(q, depth=2, lr=0.1, max_steps=10, dtype="float64", stop_scale=10.0))
+
+
+def test_progress_is_shared_by_the_parts_of_a_split_batch():
+    """One progress object for a whole train call: each part reports its own runs; the run-steps and runs reach
+    their totals once, a run that stops early counts its whole budget, and the bar follows the slowest part."""
+    got = []
+    shared = training._Progress([10, 30, 20], lambda steps, runs: got.append((steps, runs)), False, "x", threads=2)
+    a, b = shared.part([0, 2]), shared.part([1])
+    a(5, [False, False], 2, force=True)
+    assert got == [(10, 0)]
+    b(5, [False], 1, force=True)
+    a(10, [True, False], 1, force=True)  # run 0 at its budget
+    b(12, [True], 0, force=True)  # run 1 stops early: its whole budget counts
+    a(20, [True, True], 0, force=True)
+    assert sum(s for s, _ in got) == 60 and sum(r for _, r in got) == 3
+    a(20, [True, True], 0, force=True)  # a repeated report adds nothing
+    assert got[-1] == (0, 0)
+
+    shown = training._Progress([10, 30, 20], None, True, "x", threads=2)
+    try:
+        a, b = shown.part([0, 2]), shown.part([1])
+        a(5, [False, False], 2, force=True)
+        assert shown.bar.n == 0  # the other part has not reported
+        b(7, [False], 1, force=True)
+        assert shown.bar.n == 5 and "2 threads" in shown.bar.desc
+        b(12, [True], 0, force=True)  # a part with no active run has reached the horizon
+        a(10, [True, False], 1, force=True)
+        assert shown.bar.n == 10
+        a(20, [True, True], 0, force=True)
+        assert shown.bar.n == shown.horizon == 30
+    finally:
+        shown.close()

@@ -97,7 +97,9 @@ class _Bar:
                 done = state["steps"] / state["total"]
                 left = (printed - started) * (1 - done) / done if done > 0 else float("nan")
                 print(f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of "
-                      f"the run-steps, about {left / 60:.0f} min left in this sweep", flush=True)
+                      f"the run-steps, at most about {left / 60:.0f} min left in this sweep at this rate (the count "
+                      f"takes every running run to its step budget; a run that meets its stop rule ends sooner)",
+                      flush=True)
             else:
                 print(f"  {self.name}: {(printed - begun) / 60:.0f} min into the chapter (no sweep running now)",
                       flush=True)

@@ -89,7 +89,7 @@ def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsy
     bar._loop()
     out = capsys.readouterr().out.splitlines()
     assert "demo:" in out[0] and "no sweep running now" in out[0]
-    assert "depth 3 gd: runs 1/2, 50% of the run-steps" in out[1]
+    assert "depth 3 gd: runs 1/2, 50% of the run-steps, at most about" in out[1]
 
 
 def test_the_command_line_build_shows_progress_unless_turned_off(monkeypatch):
