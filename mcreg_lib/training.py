@@ -407,7 +407,9 @@ class _Progress:
 
     def part(self, idx: Sequence[int]) -> Callable[..., None]:
         """``report(t_done, finished, n_active, force=False)`` for the part training runs ``idx`` (in that order),
-        throttled to about one report per 1000 steps of the part."""
+        throttled to about one report per 1000 steps of the part. ``finished[b]`` is true (a finished Run, or True)
+        for each run of the part that has stopped: the loop passes its list of runs as it is, read only when the
+        report is made."""
         key, idx, nxt = len(self.reached), list(idx), [1000]
         self.reached[key], self.active[key] = 0, len(idx)
 
@@ -417,7 +419,7 @@ class _Progress:
             nxt[0] = t_done + 1000
             with self.lock:
                 for i, done in zip(idx, finished):
-                    self.finished[i] = self.finished[i] or done
+                    self.finished[i] = self.finished[i] or bool(done)
                     self.done[i] = self.max_steps[i] if self.finished[i] else min(t_done, self.max_steps[i])
                 self.reached[key] = self.horizon if n_active == 0 else t_done
                 self.active[key] = n_active
@@ -505,7 +507,7 @@ def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks:
     import concurrent.futures as cf
     import threading
 
-    lock, cancel = threading.Lock(), threading.Event()
+    lock, cancel = progress.lock, threading.Event()  # one lock: on_finish and on_progress never run at once
 
     def work(idx: list[int], report: Callable[..., None]) -> list[Run]:
         def finished(b: int, run: Run) -> None:
@@ -569,7 +571,7 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
             if t == horizon:
                 break
             batch.step(r, penalty)
-            report(t + 1, [x is not None for x in runs], batch.n_active)
+            report(t + 1, runs, batch.n_active)  # the list as it is: read only when a report is made
     report(horizon, [True] * batch.size, 0, force=True)
     missing = [b for b, run in enumerate(runs) if run is None]
     if missing:  # pragma: no cover - every run stops by max_steps at the latest
