@@ -10,10 +10,11 @@ that determines its numbers.
     def nuclear_norm_minimization(problem, tol=1e-3): ...
 
 A run's key is the SHA-256 of its full configuration, ``problem.fingerprint()``, the device type, the torch version
-and :data:`RESULTS_VERSION`; a memoized call's key hashes the function's name, its arguments (problems by
-fingerprint, tensors and arrays by their bytes) and the same versions. Each entry is one file: a header with the
-SHA-256 of its payload, then the payload (``torch.save`` of tensors and plain values, DataFrames as columns, read
-back with ``weights_only=True``), so a truncated or damaged entry fails its checksum and is recomputed, never read.
+and :data:`RESULTS_VERSION` (and :data:`SENSING_VERSION` for a sensing run); a memoized call's key hashes the
+function's name, its arguments (problems by fingerprint, tensors and arrays by their bytes) and the same versions.
+Each entry is one file: a header with the SHA-256 of its payload, then the payload (``torch.save`` of tensors and
+plain values, DataFrames as columns, read back with ``weights_only=True``), so a truncated or damaged entry fails
+its checksum and is recomputed, never read.
 
 Which cache is used is the caller's choice (``cache=`` of ``mc.sweep``) or the build's (``$MCREG_CACHE``,
 :mod:`mcreg_lib.settings`). **Audits**: with ``$MCREG_AUDIT = k > 0`` (the book's build sets it), up to k results
@@ -50,6 +51,9 @@ from .training import Run, RunConfig
 
 # Bump when a change to the library changes the numbers a run produces (the training loop, inits, metrics).
 RESULTS_VERSION = "5"
+# The same for sensing runs only (their keys alone carry it): "2" since the shared operator's products are taken
+# in fixed shapes (mcreg_lib.objective.shared_operator), so a run's numbers no longer depend on its batch.
+SENSING_VERSION = "2"
 DEFAULT_DIR = ".mcreg_cache"
 MAGIC = b"MCREG-RUN-1\n"
 AUDIT_RTOL = 1e-5  # an audited result must match the stored one to this relative tolerance (bitwise in practice)
@@ -74,6 +78,8 @@ def run_key(problem: Problem, config: RunConfig, device: str | torch.device = "c
         "config": config.validated(problem.shape).identity(),
         "problem": fingerprint or problem.fingerprint(),
     }
+    if problem.kind == "sensing":
+        identity["sensing_version"] = SENSING_VERSION
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()
 
 

@@ -69,6 +69,37 @@ def finite_or_zero(w: torch.Tensor) -> torch.Tensor:
     return torch.where(finite.view(-1, *([1] * (w.ndim - 1))), w, torch.zeros((), dtype=w.dtype))
 
 
+RUN_CHUNK = 16  # runs per product of the shared sensing operator (a batch is zero-padded to a multiple)
+OPERATOR_BLOCK = 256  # rows of the operator per product (a block is reused from cache by every chunk and both products)
+
+
+def shared_operator(flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``res = flat a^T - y`` (B, m) and ``r = res a`` (B, n_rows * n_cols) for a batch sharing one operator ``a``.
+
+    A run's numbers must not depend on which runs share its batch (an audited run is re-trained alone; a resumed
+    sweep trains what is left in smaller batches), but a BLAS product's rounding for one row can depend on the
+    product's row count (measured with MKL: a row of a 1-row product differs from the same row in a 15-row one).
+    So the products are taken in fixed shapes: runs in chunks of :data:`RUN_CHUNK` (the last one zero-padded),
+    operator rows in blocks of :data:`OPERATOR_BLOCK`, ``r`` accumulated over the blocks in order. Each run's row
+    then meets the same products whatever its batch; each operator block is read from memory once per step and
+    serves every chunk and both products while it is in cache.
+    """
+    b, d = flat.shape
+    m = a.shape[0]
+    padded = -(-b // RUN_CHUNK) * RUN_CHUNK
+    if padded != b:
+        flat = torch.cat([flat, flat.new_zeros(padded - b, d)])
+    res = flat.new_empty(padded, m)
+    r = flat.new_zeros(padded, d)
+    for k in range(0, m, OPERATOR_BLOCK):
+        block = a[k:k + OPERATOR_BLOCK]
+        for c in range(0, padded, RUN_CHUNK):
+            part = torch.mm(flat[c:c + RUN_CHUNK], block.T, out=res[c:c + RUN_CHUNK, k:k + OPERATOR_BLOCK])
+            part.sub_(y[:, k:k + OPERATOR_BLOCK])
+            r[c:c + RUN_CHUNK].addmm_(part, block)
+    return res[:b], r[:b]
+
+
 class Observations:
     """The observations of a batch of problems (same kind and shape) on one device: the loss, its gradient and the
     metrics of :data:`METRICS`. A batch whose runs all share one problem stores it once."""
@@ -111,9 +142,9 @@ class Observations:
             flat = r.view(b, -1)
             return torch.linalg.vecdot(flat, flat).div_(self.m), r
         flat = w.reshape(b, -1)
-        if self.a.ndim == 2:  # one operator for the batch: <A_i, W_b> for all i, b as one product, and back
-            res = torch.mm(flat, self.a.T) - self.y  # (B, m)
-            r = torch.mm(res, self.a).view_as(w)
+        if self.a.ndim == 2:  # one operator for the batch, read once per step for all runs: see shared_operator
+            res, r = shared_operator(flat, self.a, self.y)
+            r = r.view_as(w)
         else:
             res = torch.bmm(self.a, flat.unsqueeze(-1)).squeeze(-1) - self.y
             r = torch.bmm(res.unsqueeze(1), self.a).view_as(w)

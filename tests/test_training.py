@@ -421,3 +421,22 @@ def test_progress_is_shared_by_the_parts_of_a_split_batch():
         assert shown.bar.n == shown.horizon == 30
     finally:
         shown.close()
+
+
+def test_a_sensing_run_does_not_depend_on_its_batch():
+    """The shared operator's products are taken in fixed shapes, so a run trained alone (an audit), in a small batch
+    (a resumed sweep) or in a wide one (more than one chunk of runs, batch-mates that stop early) gives the same
+    numbers, bit for bit."""
+    p = mc.sensing_problem(n=12, rank=1, n_measurements=300, seed=0)  # more than one block of operator rows
+    cfgs = [mc.RunConfig(depth=2, optimizer="normalized_gd", lr=1e-2, init_scale=s, seed=k, max_steps=300,
+                         stop_loss=1e-4 if k % 3 else 0.0)
+            for s in (1e-2, 1e-3, 1e-4) for k in range(7)]  # 21 runs: two chunks
+    batch = mc.train([p] * len(cfgs), cfgs, progress=False)
+    for i in (0, 4, 20):
+        alone = mc.train([p], [cfgs[i]], progress=False)[0]
+        assert alone.summary["steps"] == batch[i].summary["steps"]
+        assert torch.equal(alone.matrix, batch[i].matrix)
+        pd.testing.assert_frame_equal(alone.history, batch[i].history)
+    small = mc.train([p] * 3, cfgs[18:], progress=False)
+    for a, b in zip(small, batch[18:]):
+        assert torch.equal(a.matrix, b.matrix)
