@@ -261,6 +261,33 @@ class RunCache:
     def put_value(self, key: str, value: Any) -> Path:
         return self._write(self.file(key, ".val"), _encode_value(value))
 
+    # --- checkpoints: the state of a run not finished yet (``<key>.ckpt``), deleted once the run is stored -------
+    def get_checkpoint(self, key: str) -> dict[str, Any] | None:
+        return self._read(self.file(key, ".ckpt"), _decode_value)[1]
+
+    def put_checkpoint(self, key: str, state: dict[str, Any]) -> Path:
+        return self._write(self.file(key, ".ckpt"), _encode_value(state))
+
+    def drop_checkpoint(self, key: str) -> None:
+        self.file(key, ".ckpt").unlink(missing_ok=True)
+
+
+class Checkpoints:
+    """The checkpoints of the runs of one ``train`` call, by their index in it (``keys[i]`` names run i): what
+    :func:`mcreg_lib.training.train` saves every ``$MCREG_CHECKPOINT_SECONDS`` and resumes from."""
+
+    def __init__(self, store: RunCache, keys: Sequence[str]) -> None:
+        self.store, self.keys = store, list(keys)
+
+    def load(self, i: int) -> dict[str, Any] | None:
+        return self.store.get_checkpoint(self.keys[i])
+
+    def save(self, i: int, state: dict[str, Any]) -> None:
+        self.store.put_checkpoint(self.keys[i], state)
+
+    def drop(self, i: int) -> None:
+        self.store.drop_checkpoint(self.keys[i])
+
 
 def as_cache(cache: Any) -> RunCache | None:
     """None/False: no cache; True: the default folder; a path or a RunCache: that cache; ``"auto"``: the build's

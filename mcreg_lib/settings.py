@@ -12,6 +12,8 @@ Environment variables (the book's build sets them for each chapter's kernel; eve
 * ``MCREG_EVENTS``: a file to which the cache appends one JSON line per result trained, read or audited (the
   build's provenance page counts them), and ``MCREG_PROGRESS_FILE``: a file the sweep's progress is written to.
 * ``MCREG_PROGRESS``: ``0`` turns progress bars off.
+* ``MCREG_CHECKPOINT_SECONDS``: how often a sweep with a cache saves the state of its unfinished runs, so that a
+  killed build resumes them from there (default 300; 0 saves at every step, for tests).
 
 :func:`check` validates all of them before any work starts (an unreachable scheduler, a missing CUDA device or a
 cache folder that cannot be written is a clear error naming the variable).
@@ -96,6 +98,17 @@ def progress_default() -> bool:
     return os.environ.get("MCREG_PROGRESS", "1") not in ("0", "false", "False", "")
 
 
+def checkpoint_seconds() -> float:
+    value = os.environ.get("MCREG_CHECKPOINT_SECONDS", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"MCREG_CHECKPOINT_SECONDS={value!r} is not allowed: it must be a number of seconds >= 0")
+    return seconds
+
+
 def _plain(x: Any) -> Any:
     """numpy and torch scalars as Python numbers, anything else as its text (for JSON)."""
     return x.item() if hasattr(x, "item") else str(x)
@@ -128,6 +141,7 @@ def check(connect_timeout: float = 5.0) -> dict[str, str]:
         client, own = _connect(where.address, connect_timeout)
         if own:
             client.close()
+    checkpoint_seconds()
     folder = cache_dir()
     if folder is not None:
         try:

@@ -71,12 +71,14 @@ def validate(spec: Sequence[tuple[Problem, RunConfig]]) -> list[tuple[Problem, R
     return out
 
 
-def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64) -> list[list[int]]:
-    """Indices of the runs that can train together, in order of first appearance, at most ``max_batch`` a batch."""
+def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64,
+            resume_steps: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices of the runs that can train together, in order of first appearance, at most ``max_batch`` a batch.
+    ``resume_steps``: the step each run's checkpoint holds (0: none); runs resume together only from one step."""
     groups: dict[tuple, list[int]] = {}
     for i, (problem, config) in enumerate(spec):
         key = (problem.kind, problem.shape, problem.n_observed if problem.kind == "sensing" else 0,
-               config.batch_key())
+               config.batch_key(), resume_steps[i] if resume_steps is not None else 0)
         groups.setdefault(key, []).append(i)
     return [idx[k:k + max_batch] for idx in groups.values() for k in range(0, len(idx), max_batch)]
 
@@ -174,7 +176,8 @@ def _train_batch(problems: list[Problem], configs: list[RunConfig], device: str 
         if store is not None and keys is not None:
             store.put(keys[b], run)
 
-    return train(problems, configs, device=device, progress=False, on_finish=on_finish)
+    checkpoints = cache_mod.Checkpoints(store, keys) if store is not None and keys is not None else None
+    return train(problems, configs, device=device, progress=False, on_finish=on_finish, checkpoints=checkpoints)
 
 
 def _connect(client: Any, timeout: float):
@@ -248,11 +251,16 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
             runs[i] = store.get(key)
             if runs[i] is not None:
                 settings.log_event("read", kind="run", key=key, what=_label(spec[i][1]))
+                store.drop_checkpoint(key)  # left when a sweep was killed between storing a run and dropping it
         _audit(spec, runs, keys, dev)
     n_cached = sum(r is not None for r in runs)
     todo = [i for i, r in enumerate(runs) if r is None]
     sub = [spec[i] for i in todo]
-    groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch)]
+    resume = None
+    if store is not None and keys is not None:  # runs a killed sweep left with checkpoints go on from there
+        states = [store.get_checkpoint(keys[i]) for i in todo]
+        resume = [int(s["t"]) if s is not None else 0 for s in states]
+    groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch, resume)]
     label = _label(sub[0][1]) if sub else "sweep"
     bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
     if bar.bar is not None and n_cached:
@@ -283,8 +291,10 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
                 def on_finish(b: int, run: Run, idx=idx) -> None:
                     trained(idx[b], run, store_it=True)
 
+                checkpoints = None if store is None or keys is None else \
+                    cache_mod.Checkpoints(store, [keys[i] for i in idx])
                 batch_runs = train(problems, configs, device=dev, progress=False, description=_label(configs[0]),
-                                   on_finish=on_finish, on_progress=bar)
+                                   on_finish=on_finish, on_progress=bar, checkpoints=checkpoints)
                 done(idx, batch_runs, report=False)
         elif processes is not None:
             threads = max(1, (os.cpu_count() or 1) // processes)

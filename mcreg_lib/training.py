@@ -353,6 +353,25 @@ class Batch:
             self.opt.reset(di)
         self._refresh()
 
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def snapshot(self, b: int, t: int, elapsed: float) -> dict[str, Any]:
+        """What run b needs to go on from step t (its layers theta_t, optimizer state, divergence limit, history)."""
+        return {"t": t, "elapsed": elapsed, "layers": [x[b].detach().cpu().clone() for x in self.layers],
+                "optimizer_t": self.opt.t,
+                "optimizer_state": [[x[b].detach().cpu().clone() for x in group] for group in self.opt.state],
+                "limit": float(self.limit[b]), "rows": list(self.rows[b])}
+
+    def restore(self, b: int, state: dict[str, Any]) -> None:
+        """Put run b back where :meth:`snapshot` left it (the caller refreshes once all runs are restored)."""
+        for x, saved in zip(self.layers, state["layers"]):
+            x[b].copy_(saved)
+        self.opt.t = int(state["optimizer_t"])
+        for group, saved_group in zip(self.opt.state, state["optimizer_state"]):
+            for x, saved in zip(group, saved_group):
+                x[b].copy_(saved)
+        self.limit[b] = state["limit"]
+        self.rows[b] = list(state["rows"])
+
     def layers_of(self, b: int) -> list[torch.Tensor]:
         return [layer[b].detach().to("cpu").clone() for layer in self.layers]
 
@@ -450,6 +469,7 @@ def train(
     description: str = "train",
     on_finish: Callable[[int, Run], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    checkpoints: Any = None,
 ) -> list[Run]:
     """Train a batch of runs together; returns one Run per config, in order.
 
@@ -459,6 +479,10 @@ def train(
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
         call (a run that stops early also reports the steps it will not take); replaces this call's own bar.
+    checkpoints: an object with ``load(i)``, ``save(i, state)`` and ``drop(i)`` for run i of this call (the sweep
+        gives :class:`mcreg_lib.cache.Checkpoints`): every ``$MCREG_CHECKPOINT_SECONDS`` the unfinished runs'
+        states are saved, a run's is dropped once it stops, and a call whose runs (all of them, or all of a
+        thread's part) have checkpoints at one step goes on from that step, with the numbers it would have had.
 
     A completion batch on a CPU with several torch threads trains as one sub-batch per thread (:func:`_chunks`);
     each run's numbers are those it has in one batch on one thread.
@@ -477,8 +501,9 @@ def train(
     tracker = _Progress([c.max_steps for c in configs], on_progress, show, description, len(chunks))
     try:
         if len(chunks) > 1:
-            return _train_in_threads(problems, configs, chunks, device, tracker, on_finish)
-        return _loop(problems, configs, device, tracker.part(chunks[0]), on_finish, None, len(configs))
+            return _train_in_threads(problems, configs, chunks, device, tracker, on_finish, checkpoints)
+        return _loop(problems, configs, device, tracker.part(chunks[0]), on_finish, None, len(configs),
+                     checkpoints, chunks[0])
     finally:
         tracker.close()
 
@@ -500,7 +525,7 @@ def _chunks(problems: Sequence[Problem], configs: Sequence[RunConfig], device: t
 
 def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks: list[list[int]],
                       device: torch.device, progress: _Progress,
-                      on_finish: Callable[[int, Run], None] | None) -> list[Run]:
+                      on_finish: Callable[[int, Run], None] | None, checkpoints: Any = None) -> list[Run]:
     """Train each chunk as its own batch in a worker thread with one torch thread. A run's numbers are those of the
     same run in one batch on one thread (tests/test_training.py). Callbacks are serialized; an exception (or an
     interrupt) in any chunk stops the others at their next step."""
@@ -516,7 +541,7 @@ def _train_in_threads(problems: list[Problem], configs: list[RunConfig], chunks:
                     on_finish(idx[b], run)
 
         return _loop([problems[i] for i in idx], [configs[i] for i in idx], device, report, finished, cancel,
-                     len(configs))
+                     len(configs), checkpoints, idx)
 
     out: list[Run | None] = [None] * len(configs)
     pool = cf.ThreadPoolExecutor(len(chunks), initializer=_threads.one_thread, thread_name_prefix="mcreg-train")
@@ -541,24 +566,50 @@ class _Cancelled(RuntimeError):
     pass
 
 
+def _resume(batch: Batch, checkpoints: Any, index: Sequence[int]) -> tuple[int, float]:
+    """(step, seconds already spent) from the runs' checkpoints when every run has one at the same step, else
+    (0, 0): a batch goes on from a checkpoint only as a whole."""
+    if checkpoints is None:
+        return 0, 0.0
+    states = [checkpoints.load(i) for i in index]
+    if any(s is None for s in states) or len({s["t"] for s in states}) != 1:  # type: ignore[index]
+        return 0, 0.0
+    for b, state in enumerate(states):
+        batch.restore(b, state)  # type: ignore[arg-type]
+    batch._refresh()
+    t = int(states[0]["t"])  # type: ignore[index]
+    settings.log_event("resumed", kind="batch", runs=len(states), step=t)
+    return t, max(float(s["elapsed"]) for s in states)  # type: ignore[index]
+
+
 def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.device, report: Callable[..., None],
-          on_finish: Callable[[int, Run], None] | None, cancel: Any, batch_size: int) -> list[Run]:
+          on_finish: Callable[[int, Run], None] | None, cancel: Any, batch_size: int, checkpoints: Any = None,
+          index: Sequence[int] = ()) -> list[Run]:
     """The training loop of one batch (validated configs, one batch key). ``batch_size``: the runs of the whole
-    ``train`` call, recorded in each run's summary (a sub-batch of a split call records the call's)."""
+    ``train`` call, recorded in each run's summary (a sub-batch of a split call records the call's).
+    ``checkpoints`` and ``index`` (run b of this batch is run ``index[b]`` of the call): see :func:`train`."""
     batch = Batch(problems, configs, device)
     horizon = int(batch.max_steps.max())
     logged = set(log_steps(horizon, configs[0].logs_per_decade).tolist())
     runs: list[Run | None] = [None] * batch.size
-    start = time.perf_counter()
+    first, spent = _resume(batch, checkpoints, index)
+    start = time.perf_counter() - spent
+    every = settings.checkpoint_seconds() if checkpoints is not None else math.inf
+    saved = time.perf_counter()
 
     # A penalized step on the CPU is dominated by one decomposition per run. Called with several threads (a batch of
     # one run) the decompositions go to worker threads (mcreg_lib._threads) and this thread's own ops run on one
     # thread, leaving the cores to the workers; in a sub-batch of _train_in_threads everything runs inline.
     one_thread = configs[0].penalty is not None and device.type == "cpu"
     with _threads.caller_on_one_thread() if one_thread else contextlib.nullcontext():
-        for t in range(horizon + 1):  # at step t: evaluate theta_t, log or stop, then move to theta_{t+1}
+        for t in range(first, horizon + 1):  # at step t: evaluate theta_t, log or stop, then move to theta_{t+1}
             if cancel is not None and cancel.is_set():
                 raise _Cancelled("another part of the batch failed or was interrupted")
+            if t > first and time.perf_counter() - saved >= every:
+                now = time.perf_counter()
+                for b in np.flatnonzero(batch.active):
+                    checkpoints.save(index[b], batch.snapshot(b, t, now - start))
+                saved = time.perf_counter()
             w = batch.forward()
             loss, r, penalty = batch.loss(w, t)
             if t in logged or batch.may_stop(t, loss):
@@ -566,6 +617,8 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
                     runs[b] = _finished_run(batch, b, t, reason, last, time.perf_counter() - start, batch_size)
                     if on_finish is not None:
                         on_finish(b, runs[b])
+                    if checkpoints is not None:
+                        checkpoints.drop(index[b])
                 if not batch.n_active:
                     break
             if t == horizon:

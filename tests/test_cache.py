@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -227,3 +229,83 @@ def test_two_processes_sharing_one_cache_lose_nothing_and_corrupt_nothing(tmp_pa
         warnings.simplefilter("error")
         assert all(store.get(k) is not None for k in store.keys())
     assert not list((tmp_path / "cache").glob("*.tmp")), "no temporary file left behind"
+
+
+class _Stop(RuntimeError):
+    pass
+
+
+def _same_runs(a, b):
+    assert a.summary["steps"] == b.summary["steps"] and a.summary["stop_reason"] == b.summary["stop_reason"]
+    assert torch.equal(a.matrix, b.matrix)
+    for x, y in zip(a.layers, b.layers):
+        assert torch.equal(x, y)
+    pd.testing.assert_frame_equal(a.history, b.history)
+
+
+@pytest.mark.parametrize("case", ["completion gd", "completion normalized_gd", "sensing normalized_gd",
+                                  "completion adam + ratio penalty"])
+def test_a_killed_batch_goes_on_from_its_checkpoints(tmp_path, monkeypatch, case):
+    """Killed at step 40 (the first run stops there and its callback fails), the other runs go on from their
+    checkpoints in a new call and end with the numbers of an uninterrupted batch, bit for bit."""
+    monkeypatch.setenv("MCREG_CHECKPOINT_SECONDS", "0")
+    kind, optimizer = case.split()[:2]
+    p = (mc.sensing_problem(n=6, rank=1, n_measurements=30, seed=0) if kind == "sensing"
+         else mc.completion_problem(n=6, rank=1, n_observed=20, seed=0))
+    extra = dict(penalty="ratio", penalty_weight=1e-2) if "penalty" in case else {}
+    cfgs = [mc.RunConfig(depth=3, optimizer=optimizer, lr=0.05 if optimizer != "adam" else 1e-2, init_scale=0.3,
+                         seed=s, max_steps=40 if s == 0 else 90, stop_loss=0.0, **extra) for s in range(4)]
+    whole = mc.train(p, cfgs, progress=False)
+    store = cache_mod.RunCache(tmp_path)
+    keys = [cache_mod.run_key(p, c) for c in cfgs]
+
+    def fail(b, run):
+        raise _Stop("killed")
+
+    with pytest.raises(_Stop):
+        mc.train(p, cfgs, progress=False, on_finish=fail, checkpoints=cache_mod.Checkpoints(store, keys))
+    steps = {i: store.get_checkpoint(keys[i])["t"] for i in range(1, 4)}
+    assert steps[2] == 40 and min(steps.values()) > 0  # a part on another thread is stopped where it is
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv("MCREG_EVENTS", str(events))
+    for t in set(steps.values()):  # runs resume together from one step (the sweep groups them so)
+        idx = [i for i in steps if steps[i] == t]
+        resumed = mc.train(p, [cfgs[i] for i in idx], progress=False,
+                           checkpoints=cache_mod.Checkpoints(store, [keys[i] for i in idx]))
+        for i, run in zip(idx, resumed):
+            _same_runs(run, whole[i])
+    assert '"resumed"' in events.read_text() and '"step": 40' in events.read_text()
+    assert not any(store.file(k, ".ckpt").exists() for k in keys[1:])  # dropped as each run stopped
+
+
+def test_a_killed_sweep_resumes_its_unfinished_runs(tmp_path, monkeypatch):
+    """A sweep killed mid-batch keeps its finished runs in the cache and its unfinished ones as checkpoints; run
+    again, it reads the first, goes on with the second from their step, and matches a sweep never interrupted."""
+    monkeypatch.setenv("MCREG_CHECKPOINT_SECONDS", "0")
+    p = mc.sensing_problem(n=6, rank=1, n_measurements=30, seed=0)
+    spec = mc.grid(p, depth=[2, 3], optimizer="normalized_gd", lr=0.05, init_scale=0.3, seed=[0, 1, 2],
+                   max_steps=120, stop_loss=0.0)
+    spec = [(q, dataclasses.replace(c, max_steps=30) if c.seed == 0 else c) for q, c in spec]
+    fresh = mc.sweep(spec, cache=False, progress=False).runs
+    real_put = cache_mod.RunCache.put
+
+    def put_then_die(self, key, run):
+        real_put(self, key, run)
+        if run.config.depth == 3:
+            raise _Stop("killed")
+
+    monkeypatch.setattr(cache_mod.RunCache, "put", put_then_die)
+    with pytest.raises(_Stop):
+        mc.sweep(spec, cache=tmp_path, progress=False)
+    monkeypatch.setattr(cache_mod.RunCache, "put", real_put)
+    unfinished = [cache_mod.run_key(q, c) for q, c in spec if c.depth == 3 and c.seed > 0]
+    assert [store_step(tmp_path, k) for k in unfinished] == [30, 30]
+    again = mc.sweep(spec, cache=tmp_path, progress=False)
+    assert again.cached == 4 and again.computed == 2
+    for a, b in zip(again.runs, fresh):
+        _same_runs(a, b)
+    assert not list(tmp_path.glob("*.ckpt"))  # the finished run's too (its callback failed before dropping it)
+
+
+def store_step(folder, key):
+    return cache_mod.RunCache(folder).get_checkpoint(key)["t"]
