@@ -51,9 +51,9 @@ from .training import Run, RunConfig
 
 # Bump when a change to the library changes the numbers a run produces (the training loop, inits, metrics).
 RESULTS_VERSION = "5"
-# The same for sensing runs only (their keys alone carry it): "2" since the shared operator's products are taken
+# The same for sensing runs only (their keys alone carry it): "3" since the shared operator's products are taken
 # in fixed shapes (mcreg_lib.objective.shared_operator), so a run's numbers no longer depend on its batch.
-SENSING_VERSION = "2"
+SENSING_VERSION = "3"
 DEFAULT_DIR = ".mcreg_cache"
 MAGIC = b"MCREG-RUN-1\n"
 AUDIT_RTOL = 1e-5  # an audited result must match the stored one to this relative tolerance (bitwise in practice)

@@ -77,27 +77,30 @@ def shared_operator(flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> tup
     """``res = flat a^T - y`` (B, m) and ``r = res a`` (B, n_rows * n_cols) for a batch sharing one operator ``a``.
 
     A run's numbers must not depend on which runs share its batch (an audited run is re-trained alone; a resumed
-    sweep trains what is left in smaller batches), but a BLAS product's rounding for one row can depend on the
-    product's row count (measured with MKL: a row of a 1-row product differs from the same row in a 15-row one).
-    So the products are taken in fixed shapes: runs in chunks of :data:`RUN_CHUNK` (the last one zero-padded),
-    operator rows in blocks of :data:`OPERATOR_BLOCK`, ``r`` accumulated over the blocks in order. Each run's row
-    then meets the same products whatever its batch; each operator block is read from memory once per step and
-    serves every chunk and both products while it is in cache.
+    sweep trains what is left in smaller batches), but a BLAS product's rounding for one run can depend on the
+    product's size (measured with MKL: a row of a 1-row product differs from the same row in a 15-row one). So the
+    products are taken in fixed shapes: runs as the columns of chunks of :data:`RUN_CHUNK` (the last one
+    zero-padded), operator rows in blocks of :data:`OPERATOR_BLOCK`, ``r`` accumulated over the blocks in order.
+    Each run meets the same products whatever its batch. With the operator as the left factor, each block is read
+    once per chunk for both products while it is in cache (1.6x faster than two whole products for 15 runs at
+    n = 100, m = 2,000 and 5,000 on the 2-core machine; about even for 32).
     """
     b, d = flat.shape
     m = a.shape[0]
-    padded = -(-b // RUN_CHUNK) * RUN_CHUNK
-    if padded != b:
-        flat = torch.cat([flat, flat.new_zeros(padded - b, d)])
-    res = flat.new_empty(padded, m)
-    r = flat.new_zeros(padded, d)
+    chunks = -(-b // RUN_CHUNK)
+    cols = flat.new_zeros(chunks * RUN_CHUNK, d)
+    cols[:b] = flat
+    cols = cols.view(chunks, RUN_CHUNK, d).transpose(1, 2).contiguous()  # (chunks, d, RUN_CHUNK): runs as columns
+    res = flat.new_empty(chunks, m, RUN_CHUNK)
+    r = flat.new_zeros(chunks, d, RUN_CHUNK)
+    y_col = y.reshape(-1, 1)
     for k in range(0, m, OPERATOR_BLOCK):
         block = a[k:k + OPERATOR_BLOCK]
-        for c in range(0, padded, RUN_CHUNK):
-            part = torch.mm(flat[c:c + RUN_CHUNK], block.T, out=res[c:c + RUN_CHUNK, k:k + OPERATOR_BLOCK])
-            part.sub_(y[:, k:k + OPERATOR_BLOCK])
-            r[c:c + RUN_CHUNK].addmm_(part, block)
-    return res[:b], r[:b]
+        for c in range(chunks):
+            part = torch.mm(block, cols[c], out=res[c, k:k + OPERATOR_BLOCK])
+            part.sub_(y_col[k:k + OPERATOR_BLOCK])
+            r[c].addmm_(block.T, part)
+    return (res.transpose(1, 2).reshape(-1, m)[:b], r.transpose(1, 2).reshape(-1, d)[:b])
 
 
 class Observations:
