@@ -514,9 +514,9 @@ def _chunks(problems: Sequence[Problem], configs: Sequence[RunConfig], device: t
     decompositions, updates) runs on all cores with no synchronization between them, and each thread's layers stay
     in its own core's caches: a penalized batch, dominated by one decomposition per run, gained 1.25x to 1.65x on
     2 cores; unpenalized completion batches 1.11x to 1.14x (depth 2 to 4, GD and normalized GD, batches of 12 to
-    32: README, design notes). Sensing batches stay whole: their runs share one measurement operator, read once per step
-    for all of them, and that read bounds their speed; split, each thread would read it again. On a CUDA device
-    the batch stays whole."""
+    32: README, design notes). Sensing batches stay whole: their runs share one measurement operator, taken in
+    chunks of 16 runs (objective.shared_operator); split, each part would be padded to 16 and read it again. On a
+    CUDA device the batch stays whole."""
     k = min(_threads.cpu_workers(), len(configs))
     if device.type != "cpu" or problems[0].kind == "sensing" or k < 2:
         return [list(range(len(configs)))]
