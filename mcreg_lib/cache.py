@@ -312,13 +312,18 @@ def as_cache(cache: Any) -> RunCache | None:
 class _Auditor:
     """Up to ``$MCREG_AUDIT`` audits in this process: the first result read (so a chapter that reads anything audits
     something), then reads chosen by ``$MCREG_AUDIT_SEED`` (one in three is a candidate, so the audits spread over
-    the chapter rather than its first reads only)."""
+    the chapter rather than its first reads only). A run whose recorded training time exceeds
+    ``$MCREG_AUDIT_MAX_SECONDS`` (default 300) is not a candidate: re-trained alone, a run of P3's sensing at
+    n = 100 costs about what its whole batch did (up to hours on two cores), so the audits go to runs that can be
+    checked in minutes."""
 
     def __init__(self) -> None:
         self.used = 0
 
-    def pick(self, key: str) -> bool:
+    def pick(self, key: str, seconds: float | None = None) -> bool:
         if self.used >= settings.audit_budget():
+            return False
+        if seconds is not None and seconds > settings.audit_max_seconds():
             return False
         if self.used and int(hashlib.sha256((settings.audit_seed() + key).encode()).hexdigest()[:8], 16) % 3:
             return False

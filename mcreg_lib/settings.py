@@ -8,7 +8,8 @@ Environment variables (the book's build sets them for each chapter's kernel; eve
   (a Dask scheduler, e.g. ``dask:tcp://10.0.0.5:8786``) or ``cuda`` (this process, on the CUDA device).
 * ``MCREG_DEVICE``: ``cpu`` or ``cuda``; default CUDA when present (``MCREG_RUN_ON=cuda`` implies it).
 * ``MCREG_AUDIT``: how many cached results each chapter re-computes and compares (default 0 outside the build;
-  the build sets it, see :mod:`mcreg_lib.cache`), with ``MCREG_AUDIT_SEED`` choosing which.
+  the build sets it, see :mod:`mcreg_lib.cache`), with ``MCREG_AUDIT_SEED`` choosing which and
+  ``MCREG_AUDIT_MAX_SECONDS`` (default 300) the longest recorded training time of a run it may re-train.
 * ``MCREG_EVENTS``: a file to which the cache appends one JSON line per result trained, read or audited (the
   build's provenance page counts them), and ``MCREG_PROGRESS_FILE``: a file the sweep's progress is written to.
 * ``MCREG_PROGRESS``: ``0`` turns progress bars off.
@@ -90,6 +91,17 @@ def audit_budget() -> int:
     return int(value)
 
 
+def audit_max_seconds() -> float:
+    value = os.environ.get("MCREG_AUDIT_MAX_SECONDS", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"MCREG_AUDIT_MAX_SECONDS={value!r} is not allowed: it must be a number of seconds >= 0")
+    return seconds
+
+
 def audit_seed() -> str:
     return os.environ.get("MCREG_AUDIT_SEED", "0")
 
@@ -142,6 +154,7 @@ def check(connect_timeout: float = 5.0) -> dict[str, str]:
         if own:
             client.close()
     checkpoint_seconds()
+    audit_max_seconds()
     folder = cache_dir()
     if folder is not None:
         try:

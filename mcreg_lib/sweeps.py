@@ -203,7 +203,7 @@ def _audit(spec: Sequence[tuple[Problem, RunConfig]], runs: list[Run | None], ke
     """Re-train the cached runs the auditor picks (``$MCREG_AUDIT``, mcreg_lib.cache) and compare them with the
     stored ones; a mismatch raises StaleCacheError naming the run's configuration."""
     for i, run in enumerate(runs):
-        if run is not None and cache_mod.AUDITOR.pick(keys[i]):
+        if run is not None and cache_mod.AUDITOR.pick(keys[i], run.summary.get("seconds")):
             fresh = train([spec[i][0]], [spec[i][1]], device=device, progress=False)[0]
             what = f"run {i} of a sweep ({spec[i][1]}; problem {spec[i][0].info})"
             cache_mod.record_audit("run", keys[i], what, cache_mod.run_difference(run, fresh))

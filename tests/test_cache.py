@@ -193,6 +193,12 @@ def test_audits_recompute_cached_results_and_catch_stale_ones(tmp_path, monkeypa
     monkeypatch.setattr(cache_mod, "AUDITOR", cache_mod._Auditor())
     with pytest.raises(StaleCacheError, match="RunConfig"):
         mc.sweep(spec, progress=False, device="cpu")
+    # a run that took longer to train than MCREG_AUDIT_MAX_SECONDS is not re-trained (the stale one goes unseen)
+    monkeypatch.setenv("MCREG_AUDIT_MAX_SECONDS", "0")
+    monkeypatch.setattr(cache_mod, "AUDITOR", cache_mod._Auditor())
+    events.write_text("")
+    assert mc.sweep(spec, progress=False, device="cpu").cached == 12
+    assert not [x for x in events.read_text().splitlines() if '"audited"' in x]
 
 
 def test_fit_goes_through_the_build_cache(tmp_path, monkeypatch):

@@ -72,3 +72,11 @@ def test_events_are_appended_as_json_lines(monkeypatch, tmp_path):
     settings.log_event("trained", kind="value", key="def", seconds=1.5)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["event"] for x in lines] == ["read", "trained"] and lines[1]["seconds"] == 1.5
+
+
+@pytest.mark.parametrize("name", ["MCREG_CHECKPOINT_SECONDS", "MCREG_AUDIT_MAX_SECONDS"])
+@pytest.mark.parametrize("bad", ["-1", "soon", "nan"])
+def test_check_refuses_a_bad_number_of_seconds(monkeypatch, name, bad):
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(ValueError, match=f"{name}='{bad}' is not allowed: it must be a number of seconds >= 0"):
+        settings.check()
