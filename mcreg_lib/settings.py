@@ -92,14 +92,7 @@ def audit_budget() -> int:
 
 
 def audit_max_seconds() -> float:
-    value = os.environ.get("MCREG_AUDIT_MAX_SECONDS", "300")
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ValueError(f"MCREG_AUDIT_MAX_SECONDS={value!r} is not allowed: it must be a number of seconds >= 0")
-    return seconds
+    return _seconds("MCREG_AUDIT_MAX_SECONDS", "300")
 
 
 def audit_seed() -> str:
@@ -110,15 +103,19 @@ def progress_default() -> bool:
     return os.environ.get("MCREG_PROGRESS", "1") not in ("0", "false", "False", "")
 
 
-def checkpoint_seconds() -> float:
-    value = os.environ.get("MCREG_CHECKPOINT_SECONDS", "300")
+def _seconds(name: str, default: str) -> float:
+    value = os.environ.get(name, default)
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not seconds >= 0:
-        raise ValueError(f"MCREG_CHECKPOINT_SECONDS={value!r} is not allowed: it must be a number of seconds >= 0")
+        raise ValueError(f"{name}={value!r} is not allowed: it must be a number of seconds >= 0")
     return seconds
+
+
+def checkpoint_seconds() -> float:
+    return _seconds("MCREG_CHECKPOINT_SECONDS", "300")
 
 
 def _plain(x: Any) -> Any:
