@@ -50,10 +50,11 @@ from ..book.parameters import Parameters, dtype, integer, integers, number, numb
 from ..cache import memoize
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured 2026-12-02: 5.8 min before a
-# kill and 60 min after the restart (about 15 of them sharing the cores with a test run): about an hour at the
-# protocol; preview 31 s.
-COLD_SECONDS = {"protocol": 3600, "preview": 31}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). Measured in pieces: the chapter with
+# sensing at n = 50 about an hour on 2026-12-02 (5.8 min before a kill, 60 min after the restart), of which that
+# sensing grid about 600 s; sensing at P3's size (its default since 2026-12-03), as its own sweeps: 4,260 s at
+# m = 2,000 and 8,075 s at m = 5,000 (1,682 + 2,961 + 3,432 s for depths 2, 3, 4). Preview 31 s.
+COLD_SECONDS = {"protocol": 3600 - 600 + 4260 + 8075, "preview": 31}
 
 P3_INIT_SCALES = [1e-3, 1e-4, 1e-5, 1e-6]
 
