@@ -41,7 +41,7 @@ from mcreg_lib.models import init_layers
 
 DEVICE = "cpu"  # the benchmarks measure the CPU (mc.fit would pick CUDA where there is one)
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of this process (for a shared machine)
-PRODUCTS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul", "aten::baddbmm_")
+PRODUCTS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul", "aten::baddbmm_", "aten::addmm_")
 DECOMPOSITIONS = ("aten::_linalg_svd", "aten::linalg_svd", "aten::_linalg_eigh", "aten::linalg_eigh",
                   "aten::linalg_svdvals")
 
@@ -179,6 +179,25 @@ def bmm_alone(batch: int, n: int, repeats: int) -> float:
 
     many()
     return 200 * batch * 2 * n**3 / best(many, repeats) / 1e9
+
+
+def operator_alone(problem: mc.Problem, batch: int, repeats: int) -> float:
+    """GFLOP/s of the sensing step's two operator products alone (``objective.shared_operator`` on a batch of
+    ``batch`` matrices, the operator read from memory each call as in the loop): the ceiling of a sensing batch."""
+    from mcreg_lib.objective import shared_operator
+
+    m = problem.n_observed
+    a = problem.measurements.reshape(m, -1).to(torch.float32).contiguous()
+    y = problem.values.to(torch.float32)
+    flat = torch.randn(batch, a.shape[1]) * 1e-3
+    calls = 20
+
+    def many():
+        for _ in range(calls):
+            shared_operator(flat, a, y)
+
+    many()
+    return calls * batch * 2 * 2 * m * a.shape[1] / best(many, repeats) / 1e9
 
 
 # --- 3. the penalized step against the decomposition floor --------------------------------------------------------
@@ -392,6 +411,23 @@ def main() -> None:
         print(f"[4] sensing n = {sn}, m = {m}, depth {depth}: a batch of {batch} sharing one operator "
               f"{sb:7.0f} run-steps/s = {sb * sflops / 1e9 / peak:.0%} of peak (target >= 50%); one after another "
               f"{ss * sflops / 1e9 / peak:.0%} ({sb / ss:.1f}x)")
+        sshort = [mc.RunConfig(**{**c.as_dict(), "max_steps": 20 if quick else 200,
+                                  "optimizer_options": (), "penalty_options": ()}) for c in sconfigs]
+        sshares = phase_breakdown(sens, sshort)
+        sshares.pop("split_threads")
+        out.update({f"sensing_share_{k}": v for k, v in sshares.items()})
+        print("    where the time goes (a run of " + f"{sshort[0].max_steps:,}" + " steps): by phase " + ", ".join(
+            f"{k.removeprefix('phase_')} {v:.0%}" for k, v in sshares.items() if k.startswith("phase_"))
+            + " (the loss phase holds the operator's two products); by kind of op " + ", ".join(
+            f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}" for k, v in sshares.items() if k.startswith("ops_")))
+        op = operator_alone(sens, batch, reps)
+        share = 2 * 2 * m * sn**2 / sflops  # the operator's part of the step's flops
+        in_loop = sb * 2 * 2 * m * sn**2 / sshares["phase_loss"] / 1e9
+        out.update(sensing_operator_alone_fraction=op / peak, sensing_operator_in_loop_fraction=in_loop / peak,
+                   sensing_operator_flop_share=share)
+        print(f"    the operator's two products ({share:.0%} of the step's flops) alone, as the loop takes them (the "
+              f"batch as {-(-batch // 16)} chunk(s) of 16 runs, the operator from memory): {op:.0f} GFLOP/s = "
+              f"{op / peak:.0%} of peak; in the loop (the loss phase) about {in_loop / peak:.0%}")
 
     if "5" in args.sections:
         from mcreg_lib import baselines
