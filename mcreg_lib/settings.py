@@ -165,6 +165,12 @@ def check(connect_timeout: float = 5.0) -> dict[str, str]:
             "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU"}
 
 
+# A sweep's bar counts each run's whole step budget, and most runs stop sooner (at their loss or plateau rule), so
+# tqdm's time left assumes the budgets; the bars say so.
+SWEEP_BAR_FORMAT = ("{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {remaining} left if every run takes its whole "
+                    "step budget, {rate_fmt}{postfix}]")
+
+
 def write_progress(path: str, **fields: Any) -> None:
     """Replace the progress file with the current counts (atomic: a reader never sees half a line)."""
     tmp = f"{path}.tmp"

@@ -132,7 +132,8 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc="sweep", unit="step", unit_scale=True, smoothing=0.05)
+            self.bar = tqdm(total=self.total, desc="sweep", unit="step", unit_scale=True, smoothing=0.05,
+                            bar_format=settings.SWEEP_BAR_FORMAT)
             self._post()
         self._write(force=True)
 

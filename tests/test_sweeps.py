@@ -59,6 +59,7 @@ def test_progress_bar_over_the_whole_sweep(capsys, monkeypatch):
     mc.sweep(spec, progress=True)
     err = capsys.readouterr().err
     assert "sweep" in err and "runs 4/4" in err and "6.00k/6.00k" in err
+    assert "left if every run takes its whole step budget" in err  # the time left is not a forecast
     monkeypatch.setenv("MCREG_PROGRESS", "0")
     mc.sweep(spec)
     assert capsys.readouterr().err == ""

@@ -85,7 +85,8 @@ class _Bar:
                         bar = None
                     if self.tty:
                         bar = tqdm(total=state["total"], desc=f"  {self.name}: {state['label']}", unit="step",
-                                   unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
+                                   unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1,
+                                   bar_format=settings.SWEEP_BAR_FORMAT)
                 if bar is not None:
                     bar.n = min(state["steps"], state["total"])
                     bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
