@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -371,14 +372,27 @@ def plot_error_vs_init(configs: pd.DataFrame, observed: Sequence[int], tol: floa
             if second is not None and len(second):
                 s2 = second[(second["m"] == m) & (second["depth"] == d)]
                 ax.scatter(s2["init_scale"], s2["error_all"], marker="^", s=50, facecolors="none",
-                           edgecolors=[palette[d]], zorder=3)
-        ax.axhline(tol, color="grey", ls=":", lw=1)
+                           edgecolors=[palette[d]], zorder=3, label="P3's second step (one run)")
+        ax.axhline(tol, color="grey", ls=":", lw=1, label=f"recovery tolerance {tol:g}")
         ax.set(xscale="log", yscale="log", xlabel="init scale", title=f"m = {m} observed entries")
         ax.invert_xaxis()
     axes[0][0].set_ylabel("error on all entries")
-    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.tight_layout()
+    legend(fig)
     return fig
+
+
+def legend(fig: plt.Figure) -> None:
+    """One legend right of the last panel with every labelled artist of every panel, each label once (call it
+    again after drawing more on the panels)."""
+    handles: dict[str, Any] = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    order = sorted(handles, key=lambda label: not label.startswith("depth"))  # the depths first, then the lines
+    fig.axes[-1].legend([handles[k] for k in order], order, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
 
 
 def plot_error_vs_m(configs: pd.DataFrame, runs: pd.DataFrame, ranks: Sequence[int], n: int, tol: float
