@@ -386,6 +386,18 @@ def main() -> None:
               f"depth 3 {step3:.3f} ms per run-step; the decomposition floor (float64 eigh of W^T W, one thread, "
               f"/ {torch.get_num_threads()} threads) {floor:.3f} ms: depth 1 at {step1 / floor:.2f}x the floor "
               f"(target <= 1.3x)")
+        pcfg = [mc.RunConfig(depth=1, optimizer="adam", lr=0.01, init_scale=1e-3, seed=s, penalty="ratio",
+                             penalty_weight=1e-3, max_steps=pen_steps, stop_loss=0.0, logs_per_decade=1)
+                for s in range(batch)]
+        pshares = phase_breakdown(problem, pcfg)
+        psplit = int(pshares.pop("split_threads"))
+        out.update({f"penalty_share_{k}": v for k, v in pshares.items()})
+        dec, prod = pshares.get("ops_decompositions", 0.0), pshares.get("ops_products", 0.0)
+        print("    where the depth-1 step's time goes, by kind of op" + (" (one thread's sub-batch, alone)" if psplit > 1
+              else "") + ": " + ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
+                                          for k, v in pshares.items() if k.startswith("ops_"))
+              + (f"; the decompositions and the products alone (the float64 Gram product, W V diag(c) in float64, "
+                 f"then by V^T) are {(dec + prod) / dec:.2f}x the decompositions" if dec > 0 else ""))
         print(f"    the penalty alone by one float32 SVD per run (the old reference): {reference:.3f} ms/run")
         print("    gradient error vs the float64 SVD (largest relative Frobenius error; ours = float64 Gram method, "
               "reference = float32 SVD):")
