@@ -9,10 +9,13 @@ the block and chunk sizes a future ``SENSING_VERSION`` could choose, and ``objec
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
 
+import mcreg_lib as mc
+from mcreg_lib import objective, training
 from mcreg_lib.objective import shared_operator
 
 D = 10_000  # n^2 at P3's n = 100
@@ -30,7 +33,65 @@ def gflops(fn, flops: float, seconds: float = 0.5, repeats: int = 3) -> float:
     return flops / best / 1e9
 
 
+def depth_batches(problem: mc.Problem) -> list[training.Batch]:
+    """The depth chapter's sensing batches of one instance: depths 2, 3, 4, each 5 inits x 3 seeds."""
+    out = []
+    for depth in (2, 3, 4):
+        configs = [c for _, c in mc.grid(problem, depth=depth, optimizer="normalized_gd", lr=1e-3,
+                                         init_scale=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7], seed=[0, 1, 2],
+                                         max_steps=10**6, stop_loss=1e-6, dtype="float32")]
+        out.append(training.Batch([problem] * len(configs), configs, torch.device("cpu")))
+    return out
+
+
+def one_after_another(batches: list[training.Batch], steps: int) -> None:
+    for t in range(steps):
+        for b in batches:
+            w = b.forward()
+            _, r, penalty = b.loss(w, t)
+            b.step(r, penalty)
+
+
+def in_lockstep(batches: list[training.Batch], steps: int) -> None:
+    """One operator pass per step for every batch (the loss and R as Observations.residual computes them)."""
+    obs = batches[0].obs
+    for t in range(steps):
+        ws = [b.forward() for b in batches]
+        res, r = shared_operator(torch.cat([w.reshape(w.shape[0], -1) for w in ws]), obs.a, obs.y)
+        start = 0
+        for b, w in zip(batches, ws):
+            k = w.shape[0]
+            part = res[start:start + k]
+            if t == 0:
+                loss = torch.linalg.vecdot(part, part) / b.obs.m
+                b.limit = objective.divergence_limit(loss, b.divergence_factor).cpu().double().numpy()
+                b._refresh()
+            b.step(r[start:start + k].view_as(w), None)
+            start += k
+
+
+def lockstep(m: int, steps: int) -> None:
+    problem = mc.sensing_problem(n=100, rank=5, n_measurements=m, seed=0)
+    best = {}
+    for _ in range(2):
+        for name, fn in (("one after another", one_after_another), ("in lockstep", in_lockstep)):
+            batches = depth_batches(problem)
+            t = time.perf_counter()
+            fn(batches, steps)
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / steps * 1e3)
+    a, b = depth_batches(problem), depth_batches(problem)
+    one_after_another(a, 5)
+    in_lockstep(b, 5)
+    same = all(torch.equal(x, y) for ba, bb in zip(a, b) for x, y in zip(ba.layers, bb.layers))
+    print(f"m = {m}, depths 2, 3, 4 x 15 runs: one batch after another {best['one after another']:.1f} ms a step, "
+          f"in lockstep {best['in lockstep']:.1f} ms ({best['one after another'] / best['in lockstep']:.2f}x); "
+          f"layers bitwise equal after 5 steps: {same}", flush=True)
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lockstep-steps", type=int, default=100, help="steps timed in the lockstep part (0: skip it)")
+    args = ap.parse_args()
     torch.manual_seed(0)
     a, b = torch.randn(1000, 1000), torch.randn(1000, 1000)
     print(f"square 1000 x 1000 float32 product: {gflops(lambda: a @ b, 2e9):.0f} GFLOP/s "
@@ -51,6 +112,9 @@ def main() -> None:
             ms = 2 * 2 * m * D * chunks * 16 / rate / 1e6
             print(f"shared_operator, m = {m}, {batch} runs: {ms:.1f} ms a step, {ms / chunks:.1f} ms a chunk, "
                   f"{rate:.0f} GFLOP/s counting the padding", flush=True)
+    if args.lockstep_steps:
+        for m in (2000, 5000):
+            lockstep(m, args.lockstep_steps)
 
 
 if __name__ == "__main__":
