@@ -183,3 +183,12 @@ def test_plots_of_sweeps():
     fig = chapter.plot_error_vs_m(mconf, runs, [1], 12, 1e-2)
     assert len(fig.axes) == 1
     plt.close(fig)
+
+
+def test_second_step_runs_on_the_grid_seeds_only():
+    params = chapter.PARAMETERS
+    assert params.resolve()["second_lr_seeds"] == params.resolve()["seeds"]  # P3: every setting at both steps
+    assert params.resolve(preview=True)["second_lr_seeds"] == [0]
+    assert params.resolve(second_lr_seeds=[])["second_lr_seeds"] == []
+    with pytest.raises(ValueError, match=r"second_lr_seeds.*each one of seeds"):
+        params.resolve(seeds=[0, 1], second_lr_seeds=[2])
