@@ -359,7 +359,8 @@ def plot_error_vs_init(configs: pd.DataFrame, observed: Sequence[int], tol: floa
                        ) -> plt.Figure:
     """P3's error-vs-init figure: one panel per m, the mean error on all entries over seeds against the init scale
     (log-log, smaller init to the right) for each depth, bars from min to max over seeds; ``second``: the runs at
-    P3's second step (columns m, depth, init_scale, error_all), drawn as a dashed line of their mean over seeds. ``configs``: :func:`configurations` by m, depth, init_scale."""
+    P3's second step (columns m, depth, init_scale, error_all), drawn as a dashed line of their mean over seeds.
+    ``configs``: :func:`configurations` by m, depth, init_scale."""
     import seaborn as sns
 
     depths = sorted(configs["depth"].unique())
