@@ -393,9 +393,9 @@ def main() -> None:
         psplit = int(pshares.pop("split_threads"))
         out.update({f"penalty_share_{k}": v for k, v in pshares.items()})
         dec, prod = pshares.get("ops_decompositions", 0.0), pshares.get("ops_products", 0.0)
-        print("    where the depth-1 step's time goes, by kind of op" + (" (one thread's sub-batch, alone)" if psplit > 1
-              else "") + ": " + ", ".join(f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}"
-                                          for k, v in pshares.items() if k.startswith("ops_"))
+        where = " (one thread's sub-batch, alone)" if psplit > 1 else ""
+        print(f"    where the depth-1 step's time goes, by kind of op{where}: " + ", ".join(
+              f"{k.removeprefix('ops_').replace('_', ' ')} {v:.0%}" for k, v in pshares.items() if k.startswith("ops_"))
               + (f"; the decompositions and the products alone (the float64 Gram product, W V diag(c) in float64, "
                  f"then by V^T) are {(dec + prod) / dec:.2f}x the decompositions" if dec > 0 else ""))
         print(f"    the penalty alone by one float32 SVD per run (the old reference): {reference:.3f} ms/run")
