@@ -359,8 +359,8 @@ def plot_error_vs_init(configs: pd.DataFrame, observed: Sequence[int], tol: floa
                        ) -> plt.Figure:
     """P3's error-vs-init figure: one panel per m, the mean error on all entries over seeds against the init scale
     (log-log, smaller init to the right) for each depth, bars from min to max over seeds; ``second``: the runs at
-    P3's second step (columns m, depth, init_scale, error_all), drawn as a dashed line of their mean over seeds.
-    ``configs``: :func:`configurations` by m, depth, init_scale."""
+    P3's second step, :func:`configurations` by m, depth, init_scale like ``configs``, drawn as a dashed line of
+    its means. ``configs``: :func:`configurations` by m, depth, init_scale."""
     import seaborn as sns
 
     depths = sorted(configs["depth"].unique())
@@ -374,10 +374,9 @@ def plot_error_vs_init(configs: pd.DataFrame, observed: Sequence[int], tol: floa
             ax.errorbar(ok["init_scale"], ok["mean"], yerr=[ok["mean"] - ok["min"], ok["max"] - ok["mean"]],
                         color=palette[d], marker="o", capsize=3, label=f"depth {d}")
             if second is not None and len(second):
-                s2 = (second[(second["m"] == m) & (second["depth"] == d)].groupby("init_scale")["error_all"].mean()
-                      .sort_index())
-                ax.plot(s2.index, s2.values, ls="--", marker="^", ms=7, mfc="none", color=palette[d], zorder=3,
-                        label="P3's second step (dashed, mean)")
+                s2 = second[(second["m"] == m) & (second["depth"] == d)].sort_values("init_scale")
+                ax.plot(s2["init_scale"], s2["mean"], ls="--", marker="^", ms=7, mfc="none", color=palette[d],
+                        zorder=3, label="P3's second step (dashed, mean)")
         ax.axhline(tol, color="grey", ls=":", lw=1, label=f"recovery tolerance {tol:g}")
         ax.set(xscale="log", yscale="log", xlabel="init scale", title=f"m = {m} observed entries")
         ax.invert_xaxis()

@@ -175,7 +175,7 @@ def test_plots_of_sweeps():
 
     conf = pd.DataFrame({"m": [100, 100, 200, 200], "depth": [2, 3, 2, 3], "init_scale": [1e-3] * 4,
                          "mean": [0.1, 1e-5, 1e-5, 1e-5], "min": [0.05, 1e-6, 1e-6, 1e-6], "max": [0.2, 2e-5, 2e-5, 2e-5]})
-    fig = chapter.plot_error_vs_init(conf, [100, 200], 1e-2, second=conf.assign(error_all=conf["mean"]))
+    fig = chapter.plot_error_vs_init(conf, [100, 200], 1e-2, second=conf)
     assert len(fig.axes) == 2
     plt.close(fig)
     runs = pd.DataFrame({"rank": [1, 1], "method": ["depth 2", "depth 2"], "m": [100, 200], "error_all": [3.0, 1e-5]})
