@@ -52,8 +52,9 @@ from .training import Run, RunConfig
 # Bump when a change to the library changes the numbers a run produces (the training loop, inits, metrics).
 RESULTS_VERSION = "5"
 # The same for sensing runs only (their keys alone carry it): "3" since the shared operator's products are taken
-# in fixed shapes (mcreg_lib.objective.shared_operator), so a run's numbers no longer depend on its batch.
-SENSING_VERSION = "3"
+# in fixed shapes (mcreg_lib.objective.shared_operator), so a run's numbers no longer depend on its batch; "4" since
+# those shapes are chunks of 48 runs (objective.RUN_CHUNK), not 16.
+SENSING_VERSION = "4"
 DEFAULT_DIR = ".mcreg_cache"
 MAGIC = b"MCREG-RUN-1\n"
 AUDIT_RTOL = 1e-5  # an audited result must match the stored one to this relative tolerance (bitwise in practice)

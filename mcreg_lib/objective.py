@@ -69,7 +69,7 @@ def finite_or_zero(w: torch.Tensor) -> torch.Tensor:
     return torch.where(finite.view(-1, *([1] * (w.ndim - 1))), w, torch.zeros((), dtype=w.dtype))
 
 
-RUN_CHUNK = 16  # runs per product of the shared sensing operator (a batch is zero-padded to a multiple)
+RUN_CHUNK = 48  # runs per product of the shared sensing operator (a batch is zero-padded to a multiple)
 OPERATOR_BLOCK = 256  # rows of the operator per product (a block is reused from cache by every chunk and both products)
 
 
@@ -84,7 +84,10 @@ def shared_operator(flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> tup
     accumulated over the blocks in order. Each run meets the same products whatever its batch. With the operator
     as the left factor, each block serves both products while it is in cache: a batch of 15 depth-3 runs at
     n = 100 trained 1.9x faster than with two whole products at m = 5,000 and 1.2x at m = 2,000 (2-core machine;
-    bench/README.md, section [4]).
+    bench/README.md, section [4]). A chunk of 48 runs, not 16: the products of a block are bound by reading it,
+    so 45 runs (the sensing grid's three depths, which :func:`mcreg_lib.training.train` steps in lockstep) took
+    48 ms a step at m = 5,000 against 80 ms as three chunks of 16 and 100 ms as three batches of 15; a lone run
+    pays 1.4x what it paid in a chunk of 16 (2-core machine).
     """
     b, d = flat.shape
     m = a.shape[0]
@@ -105,11 +108,34 @@ def shared_operator(flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> tup
     return (res.transpose(1, 2).reshape(-1, m)[:b], r.transpose(1, 2).reshape(-1, d)[:b])
 
 
+def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Tensor]
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(L, R)`` for each batch W of ``ws``, whose Observations share one sensing operator (batches of several
+    batch keys stepped in lockstep): one :func:`shared_operator` pass for all their runs, so the operator is read
+    once per step. Each batch gets the numbers :meth:`Observations.residual` gives it alone (the products' shapes
+    are fixed, a run's column of them does not depend on the others)."""
+    o0 = observations[0]
+    if any(o.kind != "sensing" or o.a is not o0.a or o.a.ndim != 2 for o in observations):
+        raise ValueError("shared_residuals needs batches whose Observations share one sensing operator")
+    flats = [w.reshape(w.shape[0], -1) for w in ws]
+    res, r = shared_operator(torch.cat(flats), o0.a, o0.y)
+    out, start = [], 0
+    for o, w in zip(observations, ws):
+        k = w.shape[0]
+        part = res[start:start + k]
+        out.append((torch.linalg.vecdot(part, part) / o.m, r[start:start + k].view_as(w)))
+        start += k
+    return out
+
+
 class Observations:
     """The observations of a batch of problems (same kind and shape) on one device: the loss, its gradient and the
     metrics of :data:`METRICS`. A batch whose runs all share one problem stores it once."""
 
-    def __init__(self, problems: Sequence[Problem], dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, problems: Sequence[Problem], dtype: torch.dtype, device: torch.device,
+                 operator: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """``operator``: the ``(a, y)`` of another batch's Observations on the same one sensing problem, shared
+        instead of copied (runs of several batch keys stepped in lockstep)."""
         p0 = problems[0]
         self.kind, self.shape, self.batch = p0.kind, p0.shape, len(problems)
         unique = [p0] if all(p is p0 for p in problems) else list(problems)
@@ -127,9 +153,14 @@ class Observations:
                 raise ValueError("sensing problems in one batch must have the same number of measurements")
             # (m, n_rows * n_cols) when every run shares one operator (then one GEMM serves the whole batch),
             # else (B, m, n_rows * n_cols)
-            a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))
-            self.a = a[0] if len(unique) == 1 else a
-            self.y = stack(lambda p: p.values)  # (1|B, m)
+            if operator is not None:
+                if len(unique) != 1:
+                    raise ValueError("operator= is for a batch whose runs all share one sensing problem")
+                self.a, self.y = operator
+            else:
+                a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))
+                self.a = a[0] if len(unique) == 1 else a
+                self.y = stack(lambda p: p.values)  # (1|B, m)
         self.target = stack(lambda p: p.target) if all(p.target is not None for p in unique) else None
         self.test = None
         if all(p.test_rows is not None for p in unique):

@@ -84,6 +84,39 @@ def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64,
 
 
 
+def lockstep_sets(spec: Sequence[tuple[Problem, RunConfig]], groups: Sequence[list[int]],
+                  resume_steps: Sequence[int] | None = None,
+                  fingerprints: dict[int, str] | None = None) -> list[list[int]]:
+    """Batches of :func:`batches` (indices into ``spec``) that train in one ``train`` call: the batches whose runs
+    are all sensing runs on one problem (one fingerprint) in one dtype, resuming from one step, go together (in
+    lockstep, one pass of their shared measurement operator per step); every other batch trains alone. Order of
+    first appearance. ``fingerprints``: problem fingerprints already computed, by ``id(problem)``."""
+    prints = {} if fingerprints is None else fingerprints
+
+    def fingerprint(problem: Problem) -> str:
+        if id(problem) not in prints:
+            prints[id(problem)] = problem.fingerprint()
+        return prints[id(problem)]
+
+    sets: dict[Any, list[int]] = {}
+    for n, idx in enumerate(groups):
+        problem, config = spec[idx[0]]
+        found = {fingerprint(spec[i][0]) for i in idx} if problem.kind == "sensing" else set()
+        if len(found) == 1:
+            key: Any = ("sensing", found.pop(), config.dtype, resume_steps[idx[0]] if resume_steps is not None else 0)
+        else:
+            key = n
+        sets.setdefault(key, []).extend(idx)
+    return list(sets.values())
+
+
+def _one_problem(problems: list[Problem]) -> list[Problem]:
+    """A lockstep set's problems as one object (equal fingerprints: the same data), so its operator is held once."""
+    if problems[0].kind != "sensing":
+        return problems
+    return [problems[0]] * len(problems)
+
+
 @dataclass
 class SweepResult:
     """The runs of a sweep, in the order of its spec; ``computed`` were trained now, ``cached`` read from the cache."""
@@ -162,8 +195,10 @@ class _Progress:
             self.bar.close()
 
 
-def _label(c: RunConfig) -> str:
-    return f"depth {c.depth} {c.optimizer}" + (f" + {c.penalty}" if c.penalty else "")
+def _label(c: RunConfig, configs: Sequence[RunConfig] = ()) -> str:
+    depths = sorted({x.depth for x in configs})
+    where = f"depths {', '.join(map(str, depths))}" if len(depths) > 1 else f"depth {c.depth}"
+    return f"{where} {c.optimizer}" + (f" + {c.penalty}" if c.penalty else "")
 
 
 def _train_batch(problems: list[Problem], configs: list[RunConfig], device: str | None, keys: list[str] | None,
@@ -262,6 +297,9 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
         states = [store.get_checkpoint(keys[i]) for i in todo]
         resume = [int(s["t"]) if s is not None else 0 for s in states]
     groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch, resume)]
+    by_run = dict(zip(todo, resume)) if resume is not None else None
+    groups = lockstep_sets(spec, groups, None if by_run is None else [by_run.get(i, 0) for i in range(len(spec))],
+                           prints if store is not None else None)
     label = _label(sub[0][1]) if sub else "sweep"
     bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
     if bar.bar is not None and n_cached:
@@ -286,7 +324,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     try:
         if client is None and processes is None:
             for idx in groups:
-                problems = [spec[i][0] for i in idx]
+                problems = _one_problem([spec[i][0] for i in idx])
                 configs = [spec[i][1] for i in idx]
 
                 def on_finish(b: int, run: Run, idx=idx) -> None:
@@ -294,14 +332,14 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
 
                 checkpoints = None if store is None or keys is None else \
                     cache_mod.Checkpoints(store, [keys[i] for i in idx])
-                batch_runs = train(problems, configs, device=dev, progress=False, description=_label(configs[0]),
+                batch_runs = train(problems, configs, device=dev, progress=False, description=_label(configs[0], configs),
                                    on_finish=on_finish, on_progress=bar, checkpoints=checkpoints)
                 done(idx, batch_runs, report=False)
         elif processes is not None:
             threads = max(1, (os.cpu_count() or 1) // processes)
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
-                futures = {pool.submit(_train_batch, [spec[i][0] for i in idx], [spec[i][1] for i in idx],
+                futures = {pool.submit(_train_batch, _one_problem([spec[i][0] for i in idx]), [spec[i][1] for i in idx],
                                        str(dev), None if keys is None else [keys[i] for i in idx],
                                        None if store is None else str(store.path), threads): idx for idx in groups}
                 for fut in cf.as_completed(futures):
@@ -314,7 +352,8 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
             try:
                 futures = {}
                 for idx in groups:
-                    fut = dask_client.submit(_train_batch, [spec[i][0] for i in idx], [spec[i][1] for i in idx],
+                    fut = dask_client.submit(_train_batch, _one_problem([spec[i][0] for i in idx]),
+                                             [spec[i][1] for i in idx],
                                              str(dev), None, None, None, pure=False)
                     futures[fut] = idx
                 for fut in as_completed(list(futures), loop=dask_client.loop) if futures else []:

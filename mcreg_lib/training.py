@@ -3,7 +3,8 @@
 ``fit(problem, depth=3, ...)`` trains one run. ``train(problems, configs)`` trains many configurations of the same
 matrix shape, depth, optimizer and penalty as one tensor program with a leading batch dimension; each run keeps its
 own seed, init scale, learning rate, penalty weight, observations and stop rule, stops on its own (a stopped run is
-frozen, not dropped) and is reported on its own. ``fit`` is ``train`` with a batch of one.
+frozen, not dropped) and is reported on its own. ``fit`` is ``train`` with a batch of one. Sensing runs on one
+problem may differ in depth or optimizer too: one batch per key, stepped in lockstep over one shared operator.
 
 One object, :class:`Batch`, owns a batch's state (layers, optimizer, per-run factors and the one ``active`` mask),
 so that :func:`train` reads as a short loop: forward, loss (and penalty), log or stop, step. The pieces it uses are
@@ -211,9 +212,26 @@ def _check_batch(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> N
             v.fail("problem", p, "a mcreg_lib Problem (see completion_problem, problem_from_observations)")
         if p.kind != p0.kind or p.shape != p0.shape:
             raise ValueError(f"run {i}: problem {p.kind} {p.shape} cannot share a batch with {p0.kind} {p0.shape}")
-        if c.batch_key() != c0.batch_key():
+        if c.batch_key() != c0.batch_key() and not _lockstep(problems, configs):
             raise ValueError(f"run {i}: config {c.batch_key()} cannot share a batch with {c0.batch_key()}; "
-                             "use mcreg_lib.sweep to group runs automatically")
+                             "use mcreg_lib.sweep to group runs automatically (only sensing runs on one problem "
+                             "object, in one dtype, train together across batch keys: in lockstep)")
+
+
+def _lockstep(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> bool:
+    """Whether runs of several batch keys may train together in lockstep: sensing runs on one problem (one
+    measurement operator, read once per step for all of them) in one dtype."""
+    p0 = problems[0]
+    return (p0.kind == "sensing" and all(p is p0 for p in problems)
+            and len({c.dtype for c in configs}) == 1)
+
+
+def _groups(configs: Sequence[RunConfig]) -> list[list[int]]:
+    """The runs of a call by batch key, in order of first appearance: one :class:`Batch` each."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(c.batch_key(), []).append(i)
+    return list(groups.values())
 
 
 class Batch:
@@ -229,7 +247,8 @@ class Batch:
     :meth:`step` (the backward pass and the update).
     """
 
-    def __init__(self, problems: Sequence[Problem], configs: Sequence[RunConfig], device: torch.device) -> None:
+    def __init__(self, problems: Sequence[Problem], configs: Sequence[RunConfig], device: torch.device,
+                 operator: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         c0 = configs[0]
         self.problems, self.configs, self.device = list(problems), list(configs), device
         self.size = B = len(configs)
@@ -238,7 +257,7 @@ class Batch:
         self.depth = depth = c0.depth
         inits = [models.init_layers(shape, depth, c.init, c.init_scale, c.seed, c.width, c.det_sign) for c in configs]
         self.layers = [torch.stack([ls[j] for ls in inits]).to(device=device, dtype=dtype) for j in range(depth)]
-        self.obs = objective.Observations(problems, dtype, device)
+        self.obs = objective.Observations(problems, dtype, device, operator)
         self.fused_gd = c0.optimizer == "gd"  # plain GD folds its step into the backward pass (models.layer_grads)
         self.opt = optimizers.make(c0.optimizer, self.layers, dict(c0.optimizer_options))
         self.penalty, self.penalty_options = c0.penalty, dict(c0.penalty_options)
@@ -290,9 +309,11 @@ class Batch:
         self.prefix = models.prefix_products(self.layers, out=self.prefix_out)
         return self.prefix[-1]
 
-    def loss(self, w: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
-        """(loss (B,), R, (penalty value, penalty gradient) or None). At step 0 it fixes the divergence limits."""
-        loss, r = self.obs.residual(w, out=self.r_out)
+    def loss(self, w: torch.Tensor, t: int, residual: tuple[torch.Tensor, torch.Tensor] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """(loss (B,), R, (penalty value, penalty gradient) or None). At step 0 it fixes the divergence limits.
+        ``residual``: (loss, R) already computed for this batch (batches in lockstep share one operator pass)."""
+        loss, r = self.obs.residual(w, out=self.r_out) if residual is None else residual
         if t == 0:
             self.limit = objective.divergence_limit(loss, self.divergence_factor).cpu().double().numpy()
             self._refresh()
@@ -474,7 +495,10 @@ def train(
     """Train a batch of runs together; returns one Run per config, in order.
 
     problems: one problem shared by all runs, or one per run (same kind and shape).
-    configs: every config must share ``batch_key()``; validated here unless ``grid``/``sweep`` did it already.
+    configs: every config must share ``batch_key()``, except for sensing runs on one problem object in one dtype:
+        those train as one batch per key, stepped in lockstep with one pass of the shared measurement operator per
+        step (each run's numbers are those it has in its own batch). Validated here unless ``grid``/``sweep`` did
+        it already.
     device: default ``$MCREG_DEVICE``, else CUDA when available, else CPU.
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
@@ -515,7 +539,7 @@ def _chunks(problems: Sequence[Problem], configs: Sequence[RunConfig], device: t
     in its own core's caches: a penalized batch, dominated by one decomposition per run, gained 1.25x to 1.65x on
     2 cores; unpenalized completion batches 1.11x to 1.14x (depth 2 to 4, GD and normalized GD, batches of 12 to
     32: README, design notes). Sensing batches stay whole: their runs share one measurement operator, taken in
-    chunks of 16 runs (objective.shared_operator); split, each part would be padded to 16 and read it again. On a
+    chunks of 48 runs (objective.shared_operator); split, each part would be padded to 48 and read it again. On a
     CUDA device the batch stays whole."""
     k = min(_threads.cpu_workers(), len(configs))
     if device.type != "cpu" or problems[0].kind == "sensing" or k < 2:
@@ -566,67 +590,86 @@ class _Cancelled(RuntimeError):
     pass
 
 
-def _resume(batch: Batch, checkpoints: Any, index: Sequence[int]) -> tuple[int, float]:
-    """(step, seconds already spent) from the runs' checkpoints when every run has one at the same step, else
-    (0, 0): a batch goes on from a checkpoint only as a whole."""
+def _resume(batches: Sequence[Batch], groups: Sequence[Sequence[int]], checkpoints: Any,
+            index: Sequence[int]) -> tuple[int, float]:
+    """(step, seconds already spent) from the runs' checkpoints when every run (of every batch) has one at the same
+    step, else (0, 0): runs go on from a checkpoint only all together."""
     if checkpoints is None:
         return 0, 0.0
-    states = [checkpoints.load(i) for i in index]
-    if any(s is None for s in states) or len({s["t"] for s in states}) != 1:  # type: ignore[index]
+    states = {i: checkpoints.load(index[i]) for group in groups for i in group}
+    if any(s is None for s in states.values()) or len({s["t"] for s in states.values()}) != 1:  # type: ignore[index]
         return 0, 0.0
-    for b, state in enumerate(states):
-        batch.restore(b, state)  # type: ignore[arg-type]
-    batch._refresh()
-    t = int(states[0]["t"])  # type: ignore[index]
+    for batch, group in zip(batches, groups):
+        for b, i in enumerate(group):
+            batch.restore(b, states[i])  # type: ignore[arg-type]
+        batch._refresh()
+    t = int(next(iter(states.values()))["t"])  # type: ignore[index]
     settings.log_event("resumed", kind="batch", runs=len(states), step=t)
-    return t, max(float(s["elapsed"]) for s in states)  # type: ignore[index]
+    return t, max(float(s["elapsed"]) for s in states.values())  # type: ignore[index]
 
 
 def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.device, report: Callable[..., None],
           on_finish: Callable[[int, Run], None] | None, cancel: Any, batch_size: int, checkpoints: Any = None,
           index: Sequence[int] = ()) -> list[Run]:
-    """The training loop of one batch (validated configs, one batch key). ``batch_size``: the runs of the whole
-    ``train`` call, recorded in each run's summary (a sub-batch of a split call records the call's).
-    ``checkpoints`` and ``index`` (run b of this batch is run ``index[b]`` of the call): see :func:`train`."""
-    batch = Batch(problems, configs, device)
-    horizon = int(batch.max_steps.max())
-    logged = set(log_steps(horizon, configs[0].logs_per_decade).tolist())
-    runs: list[Run | None] = [None] * batch.size
-    first, spent = _resume(batch, checkpoints, index)
+    """The training loop (validated configs). One batch key: one :class:`Batch`. Several (sensing runs on one
+    problem, :func:`_lockstep`): one Batch per key, stepped in lockstep, their losses taken in one pass of the
+    shared operator per step (:func:`mcreg_lib.objective.shared_residuals`); each run's numbers are those it has
+    in its own batch. ``batch_size``: the runs of the whole ``train`` call, recorded in each run's summary (a
+    sub-batch of a split call records the call's). ``checkpoints`` and ``index`` (run i of this loop is run
+    ``index[i]`` of the call): see :func:`train`."""
+    groups = _groups(configs)
+    batches: list[Batch] = []
+    for group in groups:
+        shared = (batches[0].obs.a, batches[0].obs.y) if batches else None
+        batches.append(Batch([problems[i] for i in group], [configs[i] for i in group], device, shared))
+    horizon = max(int(batch.max_steps.max()) for batch in batches)
+    logged = [set(log_steps(int(batch.max_steps.max()), batch.configs[0].logs_per_decade).tolist())
+              for batch in batches]
+    runs: list[Run | None] = [None] * len(configs)
+    first, spent = _resume(batches, groups, checkpoints, index)
     start = time.perf_counter() - spent
     every = settings.checkpoint_seconds() if checkpoints is not None else math.inf
     saved = time.perf_counter()
+    live = list(range(len(batches)))  # the batches with runs still going
 
     # A penalized step on the CPU is dominated by one decomposition per run. Called with several threads (a batch of
     # one run) the decompositions go to worker threads (mcreg_lib._threads) and this thread's own ops run on one
     # thread, leaving the cores to the workers; in a sub-batch of _train_in_threads everything runs inline.
-    one_thread = configs[0].penalty is not None and device.type == "cpu"
+    one_thread = any(c.penalty is not None for c in configs) and device.type == "cpu"
     with _threads.caller_on_one_thread() if one_thread else contextlib.nullcontext():
         for t in range(first, horizon + 1):  # at step t: evaluate theta_t, log or stop, then move to theta_{t+1}
             if cancel is not None and cancel.is_set():
                 raise _Cancelled("another part of the batch failed or was interrupted")
             if t > first and time.perf_counter() - saved >= every:
                 now = time.perf_counter()
-                for b in np.flatnonzero(batch.active):
-                    checkpoints.save(index[b], batch.snapshot(b, t, now - start))
+                for k in live:
+                    for b in np.flatnonzero(batches[k].active):
+                        checkpoints.save(index[groups[k][b]], batches[k].snapshot(b, t, now - start))
                 saved = time.perf_counter()
-            w = batch.forward()
-            loss, r, penalty = batch.loss(w, t)
-            if t in logged or batch.may_stop(t, loss):
-                for b, reason, last in batch.log(t, loss, penalty, t in logged):
-                    runs[b] = _finished_run(batch, b, t, reason, last, time.perf_counter() - start, batch_size)
-                    if on_finish is not None:
-                        on_finish(b, runs[b])
-                    if checkpoints is not None:
-                        checkpoints.drop(index[b])
-                if not batch.n_active:
-                    break
-            if t == horizon:
+            ws = [batches[k].forward() for k in live]
+            given = (objective.shared_residuals([batches[k].obs for k in live], ws) if len(live) > 1
+                     else [None])
+            steps = {}
+            for k, w, residual in zip(live, ws, given):
+                batch = batches[k]
+                loss, r, penalty = batch.loss(w, t, residual)
+                steps[k] = (r, penalty)
+                if t in logged[k] or batch.may_stop(t, loss):
+                    for b, reason, last in batch.log(t, loss, penalty, t in logged[k]):
+                        i = groups[k][b]
+                        runs[i] = _finished_run(batch, b, t, reason, last, time.perf_counter() - start, batch_size)
+                        if on_finish is not None:
+                            on_finish(i, runs[i])
+                        if checkpoints is not None:
+                            checkpoints.drop(index[i])
+            live = [k for k in live if batches[k].n_active]
+            if not live or t == horizon:
                 break
-            batch.step(r, penalty)
-            report(t + 1, runs, batch.n_active)  # the list as it is: read only when a report is made
-    report(horizon, [True] * batch.size, 0, force=True)
-    missing = [b for b, run in enumerate(runs) if run is None]
+            for k in live:
+                batches[k].step(*steps[k])
+            report(t + 1, runs, sum(batches[k].n_active for k in live))  # runs as they are: read only on a report
+    report(horizon, [True] * len(configs), 0, force=True)
+    missing = [i for i, run in enumerate(runs) if run is None]
     if missing:  # pragma: no cover - every run stops by max_steps at the latest
         raise RuntimeError(f"runs {missing} did not stop")
     return runs  # type: ignore[return-value]

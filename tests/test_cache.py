@@ -287,7 +287,9 @@ def test_a_killed_batch_goes_on_from_its_checkpoints(tmp_path, monkeypatch, case
 
 def test_a_killed_sweep_resumes_its_unfinished_runs(tmp_path, monkeypatch):
     """A sweep killed mid-batch keeps its finished runs in the cache and its unfinished ones as checkpoints; run
-    again, it reads the first, goes on with the second from their step, and matches a sweep never interrupted."""
+    again, it reads the first, goes on with the second from their step, and matches a sweep never interrupted.
+    The sensing runs of both depths share one problem, so they train in lockstep: killed at step 30, every
+    unfinished run of both depths resumes from there."""
     monkeypatch.setenv("MCREG_CHECKPOINT_SECONDS", "0")
     p = mc.sensing_problem(n=6, rank=1, n_measurements=30, seed=0)
     spec = mc.grid(p, depth=[2, 3], optimizer="normalized_gd", lr=0.05, init_scale=0.3, seed=[0, 1, 2],
@@ -305,10 +307,10 @@ def test_a_killed_sweep_resumes_its_unfinished_runs(tmp_path, monkeypatch):
     with pytest.raises(_Stop):
         mc.sweep(spec, cache=tmp_path, progress=False)
     monkeypatch.setattr(cache_mod.RunCache, "put", real_put)
-    unfinished = [cache_mod.run_key(q, c) for q, c in spec if c.depth == 3 and c.seed > 0]
-    assert [store_step(tmp_path, k) for k in unfinished] == [30, 30]
+    unfinished = [cache_mod.run_key(q, c) for q, c in spec if c.seed > 0]
+    assert [store_step(tmp_path, k) for k in unfinished] == [30, 30, 30, 30]
     again = mc.sweep(spec, cache=tmp_path, progress=False)
-    assert again.cached == 4 and again.computed == 2
+    assert again.cached == 2 and again.computed == 4
     for a, b in zip(again.runs, fresh):
         _same_runs(a, b)
     assert not list(tmp_path.glob("*.ckpt"))  # the finished run's too (its callback failed before dropping it)

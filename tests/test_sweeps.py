@@ -113,3 +113,32 @@ def test_a_config_is_validated_once(monkeypatch):
     run_key(*spec[0])
     assert calls == [], "a validated config was validated again"
     assert spec[0][1] == mc.RunConfig(depth=1, lr=0.5, max_steps=5).validated()  # equality ignores the mark
+
+
+def test_sensing_batches_on_one_problem_train_in_one_call(monkeypatch):
+    """A sweep's sensing batches on one problem (equal fingerprints, even as separate objects) go to one train
+    call, in lockstep; other batches train alone. The numbers are those of batches trained one by one."""
+    p = mc.sensing_problem(n=6, rank=1, n_measurements=40, seed=0)
+    same = mc.sensing_problem(n=6, rank=1, n_measurements=40, seed=0)  # another object, the same data
+    other = mc.sensing_problem(n=6, rank=1, n_measurements=40, seed=1)
+    q = mc.completion_problem(n=6, rank=1, n_observed=20, seed=0)
+    spec = (mc.grid(p, depth=2, lr=0.1, seed=[0, 1], max_steps=30) + mc.grid(same, depth=3, lr=0.1, seed=0, max_steps=40)
+            + mc.grid(other, depth=4, lr=0.1, seed=0, max_steps=30) + mc.grid(q, depth=[2, 3], lr=0.1, max_steps=30))
+    groups = mc.sweeps.batches(spec)
+    assert groups == [[0, 1], [2], [3], [4], [5]]
+    assert mc.sweeps.lockstep_sets(spec, groups) == [[0, 1, 2], [3], [4], [5]]
+    mixed = mc.grid([p, other], depth=2, lr=0.1, max_steps=30) + mc.grid(p, depth=3, lr=0.1, max_steps=30)
+    assert mc.sweeps.lockstep_sets(mixed, mc.sweeps.batches(mixed)) == [[0, 1], [2]]  # one batch, two operators
+    calls = []
+    real = mc.sweeps.train
+
+    def counting(problems, configs, **kw):
+        calls.append(len(configs))
+        return real(problems, configs, **kw)
+
+    monkeypatch.setattr(mc.sweeps, "train", counting)
+    result = mc.sweep(spec, progress=False, cache=False)
+    assert calls == [3, 1, 1, 1]
+    for i, (prob, cfg) in enumerate(spec):
+        alone = real(prob, [cfg], progress=False)[0]
+        assert torch.equal(result.runs[i].matrix, alone.matrix)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pandas as pd
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import mcreg_lib as mc
-from mcreg_lib import penalties, training
+from mcreg_lib import objective, penalties, training
 from mcreg_lib.models import init_layers
 
 
@@ -428,15 +429,56 @@ def test_a_sensing_run_does_not_depend_on_its_batch():
     (a resumed sweep) or in a wide one (more than one chunk of runs, batch-mates that stop early) gives the same
     numbers, bit for bit."""
     p = mc.sensing_problem(n=12, rank=1, n_measurements=300, seed=0)  # more than one block of operator rows
+    per_scale = objective.RUN_CHUNK // 3 + 2
     cfgs = [mc.RunConfig(depth=2, optimizer="normalized_gd", lr=1e-2, init_scale=s, seed=k, max_steps=300,
                          stop_loss=1e-4 if k % 3 else 0.0)
-            for s in (1e-2, 1e-3, 1e-4) for k in range(7)]  # 21 runs: two chunks
+            for s in (1e-2, 1e-3, 1e-4) for k in range(per_scale)]  # more runs than one chunk: two chunks
+    assert objective.RUN_CHUNK < len(cfgs) <= 2 * objective.RUN_CHUNK
     batch = mc.train([p] * len(cfgs), cfgs, progress=False)
-    for i in (0, 4, 20):
+    for i in (0, 4, len(cfgs) - 1):
         alone = mc.train([p], [cfgs[i]], progress=False)[0]
         assert alone.summary["steps"] == batch[i].summary["steps"]
         assert torch.equal(alone.matrix, batch[i].matrix)
         pd.testing.assert_frame_equal(alone.history, batch[i].history)
-    small = mc.train([p] * 3, cfgs[18:], progress=False)
-    for a, b in zip(small, batch[18:]):
+    small = mc.train([p] * 3, cfgs[-3:], progress=False)
+    for a, b in zip(small, batch[-3:]):
         assert torch.equal(a.matrix, b.matrix)
+
+
+def _same(a, b):
+    assert a.summary["steps"] == b.summary["steps"] and a.summary["stop_reason"] == b.summary["stop_reason"]
+    assert torch.equal(a.matrix, b.matrix)
+    assert all(torch.equal(x, y) for x, y in zip(a.layers, b.layers))
+    pd.testing.assert_frame_equal(a.history, b.history)
+
+
+def test_sensing_runs_of_several_depths_train_in_lockstep_with_their_own_numbers():
+    """Sensing runs on one problem but of different depths and optimizers train in one call, one batch per key
+    stepped in lockstep over one pass of the shared operator; each run ends with the numbers it has in its own
+    batch or alone, bit for bit, though the keys stop at different steps (stop rule, budgets)."""
+    p = mc.sensing_problem(n=10, rank=1, n_measurements=300, seed=0)
+    cfgs = [mc.RunConfig(depth=d, optimizer=o, lr=lr, init_scale=s, seed=k, max_steps=ms, stop_loss=1e-3,
+                         logs_per_decade=5)
+            for d, o, lr, ms in ((3, "normalized_gd", 5e-2, 400), (2, "gd", 0.5, 60), (4, "normalized_gd", 5e-2, 300))
+            for s in (1e-1, 1e-2) for k in range(2)]
+    together = mc.train(p, cfgs, progress=False)
+    assert all(r.summary["batch_size"] == len(cfgs) for r in together)
+    assert {r.summary["stop_reason"] for r in together} == {"stop_loss", "max_steps"}
+    for key in ((3, "normalized_gd"), (2, "gd"), (4, "normalized_gd")):
+        idx = [i for i, c in enumerate(cfgs) if (c.depth, c.optimizer) == key]
+        for i, run in zip(idx, mc.train(p, [cfgs[i] for i in idx], progress=False)):
+            _same(together[i], run)
+    _same(together[5], mc.train(p, [cfgs[5]], progress=False)[0])
+
+
+def test_only_sensing_runs_on_one_problem_mix_batch_keys():
+    cfgs = [mc.RunConfig(depth=d, lr=0.1, max_steps=3) for d in (2, 3)]
+    q = mc.completion_problem(n=6, rank=1, n_observed=20, seed=0)
+    with pytest.raises(ValueError, match="cannot share a batch.*only sensing runs on one problem"):
+        mc.train(q, cfgs, progress=False)
+    p = mc.sensing_problem(n=6, rank=1, n_measurements=20, seed=0)
+    twin = mc.sensing_problem(n=6, rank=1, n_measurements=20, seed=1)
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        mc.train([p, twin], cfgs, progress=False)
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        mc.train(p, [cfgs[0], dataclasses.replace(cfgs[1], dtype="float64")], progress=False)
