@@ -2,7 +2,8 @@
 
 Prints GFLOP/s of one operator block (rows x 10,000) times a chunk of runs (N columns) repeated on hot operands, for
 the block and chunk sizes a future ``SENSING_VERSION`` could choose, and ``objective.shared_operator`` on batches of
-15, 32 and 45 runs (one, two, three chunks; the operator streamed from memory) at m = 2,000 and 5,000::
+15, 32 and 45 runs (the operator streamed from memory) at m = 2,000 and 5,000, then the depth chapter's 45 runs of
+one instance trained in lockstep (one ``train`` call) against its three depth batches one after another::
 
     .venv/bin/python bench/sensing_shapes.py
 """
@@ -15,7 +16,7 @@ import time
 import torch
 
 import mcreg_lib as mc
-from mcreg_lib import objective, training
+from mcreg_lib import objective
 from mcreg_lib.objective import shared_operator
 
 D = 10_000  # n^2 at P3's n = 100
@@ -33,59 +34,33 @@ def gflops(fn, flops: float, seconds: float = 0.5, repeats: int = 3) -> float:
     return flops / best / 1e9
 
 
-def depth_batches(problem: mc.Problem) -> list[training.Batch]:
-    """The depth chapter's sensing batches of one instance: depths 2, 3, 4, each 5 inits x 3 seeds."""
-    out = []
-    for depth in (2, 3, 4):
-        configs = [c for _, c in mc.grid(problem, depth=depth, optimizer="normalized_gd", lr=1e-3,
-                                         init_scale=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7], seed=[0, 1, 2],
-                                         max_steps=10**6, stop_loss=1e-6, dtype="float32")]
-        out.append(training.Batch([problem] * len(configs), configs, torch.device("cpu")))
-    return out
-
-
-def one_after_another(batches: list[training.Batch], steps: int) -> None:
-    for t in range(steps):
-        for b in batches:
-            w = b.forward()
-            _, r, penalty = b.loss(w, t)
-            b.step(r, penalty)
-
-
-def in_lockstep(batches: list[training.Batch], steps: int) -> None:
-    """One operator pass per step for every batch (the loss and R as Observations.residual computes them)."""
-    obs = batches[0].obs
-    for t in range(steps):
-        ws = [b.forward() for b in batches]
-        res, r = shared_operator(torch.cat([w.reshape(w.shape[0], -1) for w in ws]), obs.a, obs.y)
-        start = 0
-        for b, w in zip(batches, ws):
-            k = w.shape[0]
-            part = res[start:start + k]
-            if t == 0:
-                loss = torch.linalg.vecdot(part, part) / b.obs.m
-                b.limit = objective.divergence_limit(loss, b.divergence_factor).cpu().double().numpy()
-                b._refresh()
-            b.step(r[start:start + k].view_as(w), None)
-            start += k
+def grid_configs(steps: int) -> list[mc.RunConfig]:
+    """The depth chapter's sensing runs of one instance: depths 2, 3, 4, each 5 inits x 3 seeds (``steps`` each)."""
+    return [mc.RunConfig(depth=d, optimizer="normalized_gd", lr=1e-3, init_scale=s, seed=k, max_steps=steps,
+                         stop_loss=0.0, logs_per_decade=1)
+            for d in (2, 3, 4) for s in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7) for k in range(3)]
 
 
 def lockstep(m: int, steps: int) -> None:
+    """The library's lockstep (one ``train`` call for the three depths) against the three depths' batches one
+    after another (three calls), per step of all 45 runs, and the runs' matrices compared bit for bit."""
     problem = mc.sensing_problem(n=100, rank=5, n_measurements=m, seed=0)
-    best = {}
+    configs = grid_configs(steps)
+    by_depth = [[c for c in configs if c.depth == d] for d in (2, 3, 4)]
+    best: dict[str, float] = {}
+    runs: dict[str, list[mc.Run]] = {}
     for _ in range(2):
-        for name, fn in (("one after another", one_after_another), ("in lockstep", in_lockstep)):
-            batches = depth_batches(problem)
+        for name in ("one after another", "in lockstep"):
             t = time.perf_counter()
-            fn(batches, steps)
+            if name == "in lockstep":
+                runs[name] = mc.train(problem, configs, progress=False)
+            else:
+                runs[name] = [r for part in by_depth for r in mc.train(problem, part, progress=False)]
             best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / steps * 1e3)
-    a, b = depth_batches(problem), depth_batches(problem)
-    one_after_another(a, 5)
-    in_lockstep(b, 5)
-    same = all(torch.equal(x, y) for ba, bb in zip(a, b) for x, y in zip(ba.layers, bb.layers))
+    same = all(torch.equal(a.matrix, b.matrix) for a, b in zip(runs["one after another"], runs["in lockstep"]))
     print(f"m = {m}, depths 2, 3, 4 x 15 runs: one batch after another {best['one after another']:.1f} ms a step, "
           f"in lockstep {best['in lockstep']:.1f} ms ({best['one after another'] / best['in lockstep']:.2f}x); "
-          f"layers bitwise equal after 5 steps: {same}", flush=True)
+          f"matrices bitwise equal after {steps} steps: {same}", flush=True)
 
 
 def main() -> None:
@@ -107,9 +82,10 @@ def main() -> None:
         a, y = torch.randn(m, D), torch.randn(m)
         for batch in (15, 32, 45):
             flat = torch.randn(batch, D) * 0.01
-            chunks = -(-batch // 16)
-            rate = gflops(lambda: shared_operator(flat, a, y), 2 * 2 * m * D * chunks * 16, seconds=3)
-            ms = 2 * 2 * m * D * chunks * 16 / rate / 1e6
+            chunks = -(-batch // objective.RUN_CHUNK)
+            padded = 2 * 2 * m * D * chunks * objective.RUN_CHUNK
+            rate = gflops(lambda: shared_operator(flat, a, y), padded, seconds=3)
+            ms = padded / rate / 1e6
             print(f"shared_operator, m = {m}, {batch} runs: {ms:.1f} ms a step, {ms / chunks:.1f} ms a chunk, "
                   f"{rate:.0f} GFLOP/s counting the padding", flush=True)
     if args.lockstep_steps:
