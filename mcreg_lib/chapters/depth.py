@@ -56,7 +56,8 @@ from ..cache import memoize
 # sensing grid about 600 s; sensing at P3's size (its default since 2026-12-03), as its own sweeps: 4,260 s at
 # m = 2,000 and 8,075 s at m = 5,000 (1,682 + 2,961 + 3,432 s for depths 2, 3, 4); P3's second step on the whole
 # error-vs-init grid (its default since 2026-12-03): a build of the chapter that trained its 66 new runs and read
-# everything else took 1,507 s, about 1,450 s of it training. Preview 31 s.
+# everything else took 1,507 s, about 1,450 s of it training. Preview 31 s. The sensing times predate the lockstep
+# of the three depths (a step of the 45 runs 1.6x to 1.85x faster): an upper bound until measured again.
 COLD_SECONDS = {"protocol": 3600 - 600 + 4260 + 8075 + 1450, "preview": 31}
 
 P3_INIT_SCALES = [1e-3, 1e-4, 1e-5, 1e-6]
