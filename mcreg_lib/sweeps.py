@@ -74,10 +74,12 @@ def validate(spec: Sequence[tuple[Problem, RunConfig]]) -> list[tuple[Problem, R
 def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64,
             resume_steps: Sequence[int] | None = None) -> list[list[int]]:
     """Indices of the runs that can train together, in order of first appearance, at most ``max_batch`` a batch.
-    ``resume_steps``: the step each run's checkpoint holds (0: none); runs resume together only from one step."""
+    ``resume_steps``: the step each run's checkpoint holds (0: none); runs resume together only from one step.
+    Sensing runs batch by problem object: a batch shares one operator, whose products are taken in fixed shapes, so
+    a run's numbers do not depend on its batch (runs with operators of their own would go through other products)."""
     groups: dict[tuple, list[int]] = {}
     for i, (problem, config) in enumerate(spec):
-        key = (problem.kind, problem.shape, problem.n_observed if problem.kind == "sensing" else 0,
+        key = (problem.kind, problem.shape, id(problem) if problem.kind == "sensing" else 0,
                config.batch_key(), resume_steps[i] if resume_steps is not None else 0)
         groups.setdefault(key, []).append(i)
     return [idx[k:k + max_batch] for idx in groups.values() for k in range(0, len(idx), max_batch)]
@@ -92,16 +94,10 @@ def lockstep_sets(spec: Sequence[tuple[Problem, RunConfig]], groups: Sequence[li
     lockstep, one pass of their shared measurement operator per step); every other batch trains alone. Order of
     first appearance. ``fingerprints``: problem fingerprints already computed, by ``id(problem)``."""
     prints = {} if fingerprints is None else fingerprints
-
-    def fingerprint(problem: Problem) -> str:
-        if id(problem) not in prints:
-            prints[id(problem)] = problem.fingerprint()
-        return prints[id(problem)]
-
     sets: dict[Any, list[int]] = {}
     for n, idx in enumerate(groups):
         problem, config = spec[idx[0]]
-        found = {fingerprint(spec[i][0]) for i in idx} if problem.kind == "sensing" else set()
+        found = {_fingerprint(spec[i][0], prints) for i in idx} if problem.kind == "sensing" else set()
         if len(found) == 1:
             key: Any = ("sensing", found.pop(), config.dtype, resume_steps[idx[0]] if resume_steps is not None else 0)
         else:
@@ -110,9 +106,16 @@ def lockstep_sets(spec: Sequence[tuple[Problem, RunConfig]], groups: Sequence[li
     return list(sets.values())
 
 
-def _one_problem(problems: list[Problem]) -> list[Problem]:
-    """A lockstep set's problems as one object (equal fingerprints: the same data), so its operator is held once."""
-    if problems[0].kind != "sensing":
+def _fingerprint(problem: Problem, prints: dict[int, str]) -> str:
+    if id(problem) not in prints:
+        prints[id(problem)] = problem.fingerprint()
+    return prints[id(problem)]
+
+
+def _one_problem(problems: list[Problem], prints: dict[int, str]) -> list[Problem]:
+    """Sensing runs on one problem (equal fingerprints: the same data, maybe as several objects) as one object, so
+    their operator is held once and their batches may train in lockstep; any other list as it is."""
+    if problems[0].kind != "sensing" or len({_fingerprint(p, prints) for p in problems}) > 1:
         return problems
     return [problems[0]] * len(problems)
 
@@ -280,8 +283,8 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     dev = settings.device() if device is None else torch.device(device)
     runs: list[Run | None] = [None] * len(spec)
     keys: list[str] | None = None
+    prints: dict[int, str] = {}  # problem fingerprints by id(problem)
     if store is not None:
-        prints: dict[int, str] = {}
         keys = [cache_mod.run_key(p, c, dev, prints.setdefault(id(p), p.fingerprint())) for p, c in spec]
         for i, key in enumerate(keys):
             runs[i] = store.get(key)
@@ -299,7 +302,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch, resume)]
     by_run = dict(zip(todo, resume)) if resume is not None else None
     groups = lockstep_sets(spec, groups, None if by_run is None else [by_run.get(i, 0) for i in range(len(spec))],
-                           prints if store is not None else None)
+                           prints)
     label = _label(sub[0][1]) if sub else "sweep"
     bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
     if bar.bar is not None and n_cached:
@@ -324,7 +327,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     try:
         if client is None and processes is None:
             for idx in groups:
-                problems = _one_problem([spec[i][0] for i in idx])
+                problems = _one_problem([spec[i][0] for i in idx], prints)
                 configs = [spec[i][1] for i in idx]
 
                 def on_finish(b: int, run: Run, idx=idx) -> None:
@@ -332,15 +335,17 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
 
                 checkpoints = None if store is None or keys is None else \
                     cache_mod.Checkpoints(store, [keys[i] for i in idx])
-                batch_runs = train(problems, configs, device=dev, progress=False, description=_label(configs[0], configs),
-                                   on_finish=on_finish, on_progress=bar, checkpoints=checkpoints)
+                batch_runs = train(problems, configs, device=dev, progress=False,
+                                   description=_label(configs[0], configs), on_finish=on_finish, on_progress=bar,
+                                   checkpoints=checkpoints)
                 done(idx, batch_runs, report=False)
         elif processes is not None:
             threads = max(1, (os.cpu_count() or 1) // processes)
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
-                futures = {pool.submit(_train_batch, _one_problem([spec[i][0] for i in idx]), [spec[i][1] for i in idx],
-                                       str(dev), None if keys is None else [keys[i] for i in idx],
+                futures = {pool.submit(_train_batch, _one_problem([spec[i][0] for i in idx], prints),
+                                       [spec[i][1] for i in idx], str(dev),
+                                       None if keys is None else [keys[i] for i in idx],
                                        None if store is None else str(store.path), threads): idx for idx in groups}
                 for fut in cf.as_completed(futures):
                     idx = futures[fut]
@@ -352,7 +357,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
             try:
                 futures = {}
                 for idx in groups:
-                    fut = dask_client.submit(_train_batch, _one_problem([spec[i][0] for i in idx]),
+                    fut = dask_client.submit(_train_batch, _one_problem([spec[i][0] for i in idx], prints),
                                              [spec[i][1] for i in idx],
                                              str(dev), None, None, None, pure=False)
                     futures[fut] = idx

@@ -122,13 +122,18 @@ def test_sensing_batches_on_one_problem_train_in_one_call(monkeypatch):
     same = mc.sensing_problem(n=6, rank=1, n_measurements=40, seed=0)  # another object, the same data
     other = mc.sensing_problem(n=6, rank=1, n_measurements=40, seed=1)
     q = mc.completion_problem(n=6, rank=1, n_observed=20, seed=0)
-    spec = (mc.grid(p, depth=2, lr=0.1, seed=[0, 1], max_steps=30) + mc.grid(same, depth=3, lr=0.1, seed=0, max_steps=40)
-            + mc.grid(other, depth=4, lr=0.1, seed=0, max_steps=30) + mc.grid(q, depth=[2, 3], lr=0.1, max_steps=30))
+    spec = (mc.grid(p, depth=2, lr=0.1, seed=[0, 1], max_steps=30)
+            + mc.grid(same, depth=3, lr=0.1, seed=0, max_steps=40)
+            + mc.grid(other, depth=4, lr=0.1, seed=0, max_steps=30)
+            + mc.grid(q, depth=[2, 3], lr=0.1, max_steps=30))
     groups = mc.sweeps.batches(spec)
     assert groups == [[0, 1], [2], [3], [4], [5]]
     assert mc.sweeps.lockstep_sets(spec, groups) == [[0, 1, 2], [3], [4], [5]]
     mixed = mc.grid([p, other], depth=2, lr=0.1, max_steps=30) + mc.grid(p, depth=3, lr=0.1, max_steps=30)
-    assert mc.sweeps.lockstep_sets(mixed, mc.sweeps.batches(mixed)) == [[0, 1], [2]]  # one batch, two operators
+    assert mc.sweeps.batches(mixed) == [[0], [1], [2]]  # a sensing batch shares one operator
+    assert mc.sweeps.lockstep_sets(mixed, mc.sweeps.batches(mixed)) == [[0, 2], [1]]
+    for run, (prob, cfg) in zip(mc.sweep(mixed, progress=False, cache=False).runs, mixed):
+        assert torch.equal(run.matrix, mc.train(prob, [cfg], progress=False)[0].matrix)  # each on its own problem
     calls = []
     real = mc.sweeps.train
 
