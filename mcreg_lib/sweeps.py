@@ -11,7 +11,9 @@
     mc.sweep(spec, processes=2)                    # batches spread over a local process pool
     mc.sweep(spec, client="tcp://host:8786")       # or a dask.distributed Client: batches run on a Dask cluster
 
-Every backend trains the same batches with the same code, so it gives the same numbers.
+Every backend trains the same batches with the same code, so it gives the same numbers. The batches of sensing
+runs on one problem (any depths) go to one ``train`` call, stepped in lockstep over their shared measurement
+operator (:func:`lockstep_sets`).
 """
 
 from __future__ import annotations
