@@ -477,24 +477,35 @@ def dynamics_window(history: pd.DataFrame, rank: int, factor: float = 4.0) -> fl
     return end if math.isnan(t) or t <= 0 else min(end, factor * t)
 
 
-def solution_distances(runs: Sequence, reference: Sequence, problem: Problem) -> pd.DataFrame:
-    """For each run of ``runs``, the run of ``reference`` with the same depth, init scale and seed (on the same
-    problem): both errors and the squared distance between their end-to-end matrices relative to ``||W*||_F^2``
-    (below the recovery tolerance: the same solution, as far as a recovery can tell)."""
-    if problem.target is None:
-        v.fail("problem", problem, "a synthetic problem with a known target")
-    ref = {(r.config.depth, r.config.init_scale, r.config.seed): r for r in reference}
-    scale = float(problem.target.square().sum())
+def solution_distances(runs: Sequence, reference: Sequence, problems: Problem | Sequence[Problem]) -> pd.DataFrame:
+    """For each run of ``runs``, the run of ``reference`` on the same problem (``problems``: one, or several, each
+    run matched to its own by the problem's parameters) with the same depth, init scale and seed: both errors and
+    the squared distance between their end-to-end matrices relative to ``||W*||_F^2`` (below the recovery
+    tolerance: the same solution, as far as a recovery can tell). ``m`` is the problem's number of observations."""
+    problems = [problems] if isinstance(problems, Problem) else list(problems)
+    for p in problems:
+        if not isinstance(p, Problem) or p.target is None:
+            v.fail("problems", p, "synthetic problems with a known target")
+
+    def ident(info: dict) -> tuple:
+        return tuple(sorted(info.items()))
+
+    by_info = {ident(p.info): p for p in problems}
+    ref = {(ident(r.problem_info), r.config.depth, r.config.init_scale, r.config.seed): r for r in reference}
     rows = []
     for run in runs:
-        key = (run.config.depth, run.config.init_scale, run.config.seed)
+        problem = by_info.get(ident(run.problem_info))
+        if problem is None:
+            v.fail("problems", f"none with the parameters {run.problem_info}", "the problem of every run")
+        key = (ident(run.problem_info), run.config.depth, run.config.init_scale, run.config.seed)
         if key not in ref:
-            v.fail("reference", f"runs without depth {key[0]}, init {key[1]:g}, seed {key[2]}",
-                   "a run for every (depth, init_scale, seed) of runs")
+            v.fail("reference", f"runs without depth {key[1]}, init {key[2]:g}, seed {key[3]} on the problem "
+                   f"{run.problem_info}", "a run for every (problem, depth, init_scale, seed) of runs")
         other = ref[key]
+        scale = float(problem.target.square().sum())
         dist = float((run.matrix.double() - other.matrix.double()).square().sum()) / scale
-        rows.append({"depth": key[0], "init_scale": key[1], "seed": key[2], "lr": run.config.lr,
-                     "reference_lr": other.config.lr, "error": run.summary["error_all"],
+        rows.append({"m": problem.n_observed, "depth": key[1], "init_scale": key[2], "seed": key[3],
+                     "lr": run.config.lr, "reference_lr": other.config.lr, "error": run.summary["error_all"],
                      "reference_error": other.summary["error_all"], "distance": dist,
                      "stop_reason": run.summary["stop_reason"],
                      "reference_stop_reason": other.summary["stop_reason"]})

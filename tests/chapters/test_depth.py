@@ -167,6 +167,13 @@ def test_solution_distances(small):
     assert (same["distance"] == 0).all()
     with pytest.raises(ValueError, match="reference"):
         chapter.solution_distances(a, a[:1], small)
+    other = mc.completion_problem(n=small.shape[0], rank=1, n_observed=small.n_observed + 10, seed=0)
+    c = mc.sweep(mc.grid(other, depth=2, optimizer="normalized_gd", lr=1e-2, init_scale=1e-2, seed=[0, 1],
+                         max_steps=100), cache=None, progress=False).runs
+    both = chapter.solution_distances(a + c, c + a, [small, other])  # each run matched on its own problem
+    assert list(both["m"]) == [small.n_observed] * 2 + [other.n_observed] * 2 and (both["distance"] == 0).all()
+    with pytest.raises(ValueError, match="problems"):
+        chapter.solution_distances(c, c, small)
 
 
 def test_plots_of_sweeps():
