@@ -305,7 +305,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     by_run = dict(zip(todo, resume)) if resume is not None else None
     groups = lockstep_sets(spec, groups, None if by_run is None else [by_run.get(i, 0) for i in range(len(spec))],
                            prints)
-    label = _label(sub[0][1]) if sub else "sweep"
+    label = _label(sub[0][1], [c for _, c in sub]) if sub else "sweep"
     bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
     if bar.bar is not None and n_cached:
         bar.bar.write(f"sweep: {n_cached} of {len(spec)} runs read from {store.path}")
