@@ -73,8 +73,10 @@ RUN_CHUNK = 48  # runs per product of the shared sensing operator (a batch is ze
 OPERATOR_BLOCK = 256  # rows of the operator per product (a block is reused from cache by every chunk and both products)
 
 
-def shared_operator(flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def shared_operator(flat: torch.Tensor | Sequence[torch.Tensor], a: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``res = flat a^T - y`` (B, m) and ``r = res a`` (B, n_rows * n_cols) for a batch sharing one operator ``a``.
+    ``flat``: the runs' matrices as rows, or a list of such blocks (batches in lockstep), taken in that order.
 
     A run's numbers must not depend on which runs share its batch (an audited run is re-trained alone; a resumed
     sweep trains what is left in smaller batches), but a BLAS product's rounding for one run can depend on the
@@ -89,14 +91,15 @@ def shared_operator(flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> tup
     48 ms a step at m = 5,000 against 80 ms as three chunks of 16 and 100 ms as three batches of 15; a lone run
     pays 1.4x what it paid in a chunk of 16 (2-core machine).
     """
-    b, d = flat.shape
+    parts = [flat] if isinstance(flat, torch.Tensor) else list(flat)
+    b, d = sum(x.shape[0] for x in parts), parts[0].shape[1]
     m = a.shape[0]
     chunks = -(-b // RUN_CHUNK)
-    cols = flat.new_zeros(chunks * RUN_CHUNK, d)
-    cols[:b] = flat
+    cols = parts[0].new_zeros(chunks * RUN_CHUNK, d)
+    torch.cat(parts, out=cols[:b])  # the blocks written in place, the rest zero padding
     cols = cols.view(chunks, RUN_CHUNK, d).transpose(1, 2).contiguous()  # (chunks, d, RUN_CHUNK): runs as columns
-    res = flat.new_empty(chunks, m, RUN_CHUNK)
-    r = flat.new_zeros(chunks, d, RUN_CHUNK)
+    res = cols.new_empty(chunks, m, RUN_CHUNK)
+    r = cols.new_zeros(chunks, d, RUN_CHUNK)
     y_col = y.reshape(-1, 1)
     rows = OPERATOR_BLOCK if a.device.type == "cpu" else m  # a GPU takes the whole operator at once (fewer launches)
     for k in range(0, m, rows):
@@ -117,8 +120,7 @@ def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Te
     o0 = observations[0]
     if any(o.kind != "sensing" or o.a is not o0.a or o.a.ndim != 2 for o in observations):
         raise ValueError("shared_residuals needs batches whose Observations share one sensing operator")
-    flats = [w.reshape(w.shape[0], -1) for w in ws]
-    res, r = shared_operator(torch.cat(flats), o0.a, o0.y)
+    res, r = shared_operator([w.reshape(w.shape[0], -1) for w in ws], o0.a, o0.y)
     out, start = [], 0
     for o, w in zip(observations, ws):
         k = w.shape[0]
@@ -177,13 +179,11 @@ class Observations:
             r = torch.addcmul(self.neg_observed, self.mask, w, out=out)  # M o W - P_obs(W*), in one fused op
             flat = r.view(b, -1)
             return torch.linalg.vecdot(flat, flat).div_(self.m), r
-        flat = w.reshape(b, -1)
         if self.a.ndim == 2:  # one operator for the batch, read once per step for all runs: see shared_operator
-            res, r = shared_operator(flat, self.a, self.y)
-            r = r.view_as(w)
-        else:
-            res = torch.bmm(self.a, flat.unsqueeze(-1)).squeeze(-1) - self.y
-            r = torch.bmm(res.unsqueeze(1), self.a).view_as(w)
+            return shared_residuals([self], [w])[0]
+        flat = w.reshape(b, -1)
+        res = torch.bmm(self.a, flat.unsqueeze(-1)).squeeze(-1) - self.y
+        r = torch.bmm(res.unsqueeze(1), self.a).view_as(w)
         return torch.linalg.vecdot(res, res) / self.m, r
 
     def metrics(self, w: torch.Tensor, layers: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import itertools
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -89,12 +89,13 @@ def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64,
 
 
 def lockstep_sets(spec: Sequence[tuple[Problem, RunConfig]], groups: Sequence[list[int]],
-                  resume_steps: Sequence[int] | None = None,
+                  resume_steps: Mapping[int, int] | Sequence[int] | None = None,
                   fingerprints: dict[int, str] | None = None) -> list[list[int]]:
     """Batches of :func:`batches` (indices into ``spec``) that train in one ``train`` call: the batches whose runs
     are all sensing runs on one problem (one fingerprint) in one dtype, resuming from one step, go together (in
     lockstep, one pass of their shared measurement operator per step); every other batch trains alone. Order of
-    first appearance. ``fingerprints``: problem fingerprints already computed, by ``id(problem)``."""
+    first appearance. ``resume_steps``: the step each run's checkpoint holds, by index into ``spec``;
+    ``fingerprints``: problem fingerprints already computed, by ``id(problem)``."""
     prints = {} if fingerprints is None else fingerprints
     sets: dict[Any, list[int]] = {}
     for n, idx in enumerate(groups):
@@ -287,7 +288,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     keys: list[str] | None = None
     prints: dict[int, str] = {}  # problem fingerprints by id(problem)
     if store is not None:
-        keys = [cache_mod.run_key(p, c, dev, prints.setdefault(id(p), p.fingerprint())) for p, c in spec]
+        keys = [cache_mod.run_key(p, c, dev, _fingerprint(p, prints)) for p, c in spec]
         for i, key in enumerate(keys):
             runs[i] = store.get(key)
             if runs[i] is not None:
@@ -302,9 +303,7 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
         states = [store.get_checkpoint(keys[i]) for i in todo]
         resume = [int(s["t"]) if s is not None else 0 for s in states]
     groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch, resume)]
-    by_run = dict(zip(todo, resume)) if resume is not None else None
-    groups = lockstep_sets(spec, groups, None if by_run is None else [by_run.get(i, 0) for i in range(len(spec))],
-                           prints)
+    groups = lockstep_sets(spec, groups, None if resume is None else dict(zip(todo, resume)), prints)
     label = _label(sub[0][1], [c for _, c in sub]) if sub else "sweep"
     bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
     if bar.bar is not None and n_cached:

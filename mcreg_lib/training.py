@@ -207,12 +207,13 @@ def _check_batch(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> N
     if len(problems) != len(configs) or not configs:
         raise ValueError(f"need one problem per config, got {len(problems)} problems and {len(configs)} configs")
     p0, c0 = problems[0], configs[0]
+    lockstep = len({c.batch_key() for c in configs}) > 1 and _lockstep(problems, configs)
     for i, (p, c) in enumerate(zip(problems, configs)):
         if not isinstance(p, Problem):
             v.fail("problem", p, "a mcreg_lib Problem (see completion_problem, problem_from_observations)")
         if p.kind != p0.kind or p.shape != p0.shape:
             raise ValueError(f"run {i}: problem {p.kind} {p.shape} cannot share a batch with {p0.kind} {p0.shape}")
-        if c.batch_key() != c0.batch_key() and not _lockstep(problems, configs):
+        if c.batch_key() != c0.batch_key() and not lockstep:
             raise ValueError(f"run {i}: config {c.batch_key()} cannot share a batch with {c0.batch_key()}; "
                              "use mcreg_lib.sweep to group runs automatically (only sensing runs on one problem "
                              "object, in one dtype, train together across batch keys: in lockstep)")

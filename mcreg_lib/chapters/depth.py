@@ -490,19 +490,18 @@ def solution_distances(runs: Sequence, reference: Sequence, problems: Problem | 
     def ident(info: dict) -> tuple:
         return tuple(sorted(info.items()))
 
-    by_info = {ident(p.info): p for p in problems}
+    by_info = {ident(p.info): (p, float(p.target.square().sum())) for p in problems}
     ref = {(ident(r.problem_info), r.config.depth, r.config.init_scale, r.config.seed): r for r in reference}
     rows = []
     for run in runs:
-        problem = by_info.get(ident(run.problem_info))
-        if problem is None:
+        if ident(run.problem_info) not in by_info:
             v.fail("problems", f"none with the parameters {run.problem_info}", "the problem of every run")
+        problem, scale = by_info[ident(run.problem_info)]
         key = (ident(run.problem_info), run.config.depth, run.config.init_scale, run.config.seed)
         if key not in ref:
             v.fail("reference", f"runs without depth {key[1]}, init {key[2]:g}, seed {key[3]} on the problem "
                    f"{run.problem_info}", "a run for every (problem, depth, init_scale, seed) of runs")
         other = ref[key]
-        scale = float(problem.target.square().sum())
         dist = float((run.matrix.double() - other.matrix.double()).square().sum()) / scale
         rows.append({"m": problem.n_observed, "depth": key[1], "init_scale": key[2], "seed": key[3],
                      "lr": run.config.lr, "reference_lr": other.config.lr, "error": run.summary["error_all"],
