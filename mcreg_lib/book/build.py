@@ -19,6 +19,7 @@ What a build does, in order:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -108,6 +109,29 @@ class _Bar:
             bar.close()
 
 
+@contextlib.contextmanager
+def watched(name: str, progress_file: Path, show: bool):
+    """While the block runs, the chapter's sweeps write their progress to ``progress_file`` (the kernel runs in
+    another process) and, with ``show``, :class:`_Bar` draws it: a bar on a terminal, else a line a minute. The
+    variables it sets for the kernel are restored afterwards."""
+    saved = {k: os.environ.get(k) for k in ("MCREG_PROGRESS_FILE", "MCREG_PROGRESS")}
+    progress_file.parent.mkdir(parents=True, exist_ok=True)
+    progress_file.unlink(missing_ok=True)
+    os.environ.update({"MCREG_PROGRESS_FILE": str(progress_file), "MCREG_PROGRESS": "0"})  # the kernel draws none
+    try:
+        if show:
+            with _Bar(progress_file, name, sys.stderr.isatty()):
+                yield
+        else:
+            yield
+    finally:
+        for k, val in saved.items():
+            if val is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = val
+
+
 def _events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -193,21 +217,15 @@ def _build(names: list[str], preview: bool, cache: str | Path | None, audits: in
     for i, name in enumerate(names, 1):
         events = provenance / f"{name}.events.jsonl"
         events.unlink(missing_ok=True)
-        progress_file = provenance / f"{name}.progress.json"
-        progress_file.unlink(missing_ok=True)
         os.environ.update({"MCREG_AUDIT": str(audits), "MCREG_AUDIT_SEED": f"{seed}:{name}",
-                           "MCREG_EVENTS": str(events), "MCREG_PROGRESS_FILE": str(progress_file),
-                           "MCREG_PROGRESS": "0"})
+                           "MCREG_EVENTS": str(events)})
         params = {"preview": True} if preview else {}
         params.update(extra.get(name, {}))
         params["claims_path"] = str((claims_dir / f"{name}.json").resolve())
         print(f"[{i}/{len(names)}] {name}: started", flush=True)
         t0 = time.perf_counter()
         try:
-            if progress:
-                with _Bar(progress_file, name, sys.stderr.isatty()):
-                    execute(name, params, notebooks=notebooks)
-            else:
+            with watched(name, provenance / f"{name}.progress.json", progress):
                 execute(name, params, notebooks=notebooks)
         finally:
             (notebooks / f"{name}.md").touch()  # the text file is the newer of the pair: jupytext opens it

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the comparison at the defaults and the chapter's SECOND_SEEDS")
         out = args.out or ROOT / "_build" / "seed_sets" / args.name
         table = seed_sets(args.name, out, parse_parameters(args.parameter),
-                          parse_parameters(args.second) if args.second else None)
+                          parse_parameters(args.second) if args.second else None, progress=shown)
         print(report(table) + f"; runs and seed_sets.csv in {out}")
         if args.record:
             print(f"recorded in {record(args.name, out)}")
@@ -249,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = out_dir / f"{args.name}-{stamp}.ipynb"
     params.setdefault("claims_path", str((out_dir / f"{args.name}-{stamp}-claims.json").resolve()))
-    seconds = execute(args.name, params, output, progress=True)
+    from .build import watched
+
+    with watched(args.name, out_dir / f"{args.name}-{stamp}.progress.json", shown):
+        seconds = execute(args.name, params, output, progress=not shown)  # the cells' bar when sweeps show none
     print(f"executed {args.name} in {seconds:.1f} s -> {output}")
     if args.html:
         import subprocess

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,12 @@ def verdicts(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> p
 
 
 def seed_sets(name: str, out: str | os.PathLike[str], parameters: dict[str, Any] | None = None,
-              second: dict[str, Any] | None = None) -> pd.DataFrame:
+              second: dict[str, Any] | None = None, *, progress: bool = False) -> pd.DataFrame:
     """Execute chapter ``name`` at ``parameters`` and at ``parameters`` with ``second`` on top (default: the
     chapter's ``SECOND_SEEDS``) into ``out/first`` and ``out/second``; returns :func:`verdicts` of the two and writes
-    it to ``out/seed_sets.csv``. With ``$MCREG_CACHE`` set, runs already in the cache are read, not trained."""
+    it to ``out/seed_sets.csv``. With ``$MCREG_CACHE`` set, runs already in the cache are read, not trained.
+    ``progress``: the chapter's current sweep as the build shows it (a bar on a terminal, else a line a minute)."""
+    from .build import watched
     from .run import declared as declaration, execute
 
     declared = declaration(name)
@@ -86,7 +89,10 @@ def seed_sets(name: str, out: str | os.PathLike[str], parameters: dict[str, Any]
         params = {**parameters, **extra, "claims_path": str(claims)}
         shown = {k: v for k, v in params.items() if k != "claims_path"}
         print(f"{name}, {label} seed set: {json.dumps(shown)}", flush=True)
-        execute(name, params, folder / f"{name}.ipynb")
+        start = time.perf_counter()
+        with watched(f"{name} ({label})", folder / f"{name}.progress.json", progress):
+            execute(name, params, folder / f"{name}.ipynb")
+        print(f"{name}, {label} seed set: done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
         files.append(claims)
     table = verdicts(*files)
     table.to_csv(out / "seed_sets.csv", index=False)

@@ -63,6 +63,29 @@ def test_seed_lists_follow_the_first_runs_length(tmp_path, monkeypatch):
     assert seen[1]["seeds"] == [3, 4, 5][:len(preview)] and seen[1]["seed"] == 1
 
 
+def test_seed_sets_show_each_runs_sweeps_and_time(tmp_path, monkeypatch, capsys):
+    """Both executions write their sweeps' progress to a file of their own (the build's bar reads it); the
+    variables are restored afterwards, and each seed set's wall time is printed."""
+    import os
+
+    seen = []
+
+    def execute(name, params, output):
+        seen.append((os.environ.get("MCREG_PROGRESS_FILE"), os.environ.get("MCREG_PROGRESS")))
+        Path(params["claims_path"]).write_text(json.dumps({"chapter": name, "claims": []}))
+        return 0.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setenv("MCREG_PROGRESS", "1")
+    monkeypatch.delenv("MCREG_PROGRESS_FILE", raising=False)
+    seeds.seed_sets("balancedness", tmp_path, {"preview": True}, progress=True)
+    assert seen == [(str(tmp_path.resolve() / label / "balancedness.progress.json"), "0")
+                    for label in ("first", "second")]
+    assert os.environ["MCREG_PROGRESS"] == "1" and "MCREG_PROGRESS_FILE" not in os.environ
+    out = capsys.readouterr().out
+    assert "balancedness, first seed set: done in" in out and "balancedness, second seed set: done in" in out
+
+
 def test_bad_second_seed_set_fails_before_any_run(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "execute", lambda *a, **k: pytest.fail("ran"))
     with pytest.raises(ValueError, match="not parameters of chapter 'norms'"):
