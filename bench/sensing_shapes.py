@@ -11,27 +11,30 @@ one instance trained in lockstep (one ``train`` call) against its three depth ba
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-import mcreg_lib as mc
-from mcreg_lib import objective
-from mcreg_lib.objective import shared_operator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, so that bench is the package
+from bench.bench import best  # noqa: E402
+
+import mcreg_lib as mc  # noqa: E402
+from mcreg_lib import objective  # noqa: E402
+from mcreg_lib.objective import shared_operator  # noqa: E402
 
 D = 10_000  # n^2 at P3's n = 100
 
 
 def gflops(fn, flops: float, seconds: float = 0.5, repeats: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t, k = time.perf_counter(), 0
-        while time.perf_counter() - t < seconds:
+    """GFLOP/s of ``fn`` (``flops`` a call): the best of ``repeats`` timings of as many calls as fill ``seconds``."""
+    calls = max(1, round(seconds / best(fn, 2)))
+
+    def many() -> None:
+        for _ in range(calls):
             fn()
-            k += 1
-        best = min(best, (time.perf_counter() - t) / k)
-    return flops / best / 1e9
+
+    return flops * calls / best(many, repeats) / 1e9
 
 
 def grid_configs(steps: int) -> list[mc.RunConfig]:
@@ -47,19 +50,13 @@ def lockstep(m: int, steps: int) -> None:
     problem = mc.sensing_problem(n=100, rank=5, n_measurements=m, seed=0)
     configs = grid_configs(steps)
     by_depth = [[c for c in configs if c.depth == d] for d in (2, 3, 4)]
-    best: dict[str, float] = {}
     runs: dict[str, list[mc.Run]] = {}
-    for _ in range(2):
-        for name in ("one after another", "in lockstep"):
-            t = time.perf_counter()
-            if name == "in lockstep":
-                runs[name] = mc.train(problem, configs, progress=False)
-            else:
-                runs[name] = [r for part in by_depth for r in mc.train(problem, part, progress=False)]
-            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / steps * 1e3)
+    ways = {"one after another": lambda: [r for part in by_depth for r in mc.train(problem, part, progress=False)],
+            "in lockstep": lambda: mc.train(problem, configs, progress=False)}
+    ms = {name: best(lambda: runs.__setitem__(name, way()), 2) / steps * 1e3 for name, way in ways.items()}
     same = all(torch.equal(a.matrix, b.matrix) for a, b in zip(runs["one after another"], runs["in lockstep"]))
-    print(f"m = {m}, depths 2, 3, 4 x 15 runs: one batch after another {best['one after another']:.1f} ms a step, "
-          f"in lockstep {best['in lockstep']:.1f} ms ({best['one after another'] / best['in lockstep']:.2f}x); "
+    print(f"m = {m}, depths 2, 3, 4 x 15 runs: one batch after another {ms['one after another']:.1f} ms a step, "
+          f"in lockstep {ms['in lockstep']:.1f} ms ({ms['one after another'] / ms['in lockstep']:.2f}x); "
           f"matrices bitwise equal after {steps} steps: {same}", flush=True)
 
 
