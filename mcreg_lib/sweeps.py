@@ -77,15 +77,14 @@ def batches(spec: Sequence[tuple[Problem, RunConfig]], max_batch: int = 64,
             resume_steps: Sequence[int] | None = None) -> list[list[int]]:
     """Indices of the runs that can train together, in order of first appearance, at most ``max_batch`` a batch.
     ``resume_steps``: the step each run's checkpoint holds (0: none); runs resume together only from one step.
-    Sensing runs batch by problem object: a batch shares one operator, whose products are taken in fixed shapes, so
-    a run's numbers do not depend on its batch (runs with operators of their own would go through other products)."""
+    Sensing runs batch by problem object (as ``train`` would split them): a batch shares one operator, whose
+    products are taken in fixed shapes, so a run's numbers do not depend on its batch."""
     groups: dict[tuple, list[int]] = {}
     for i, (problem, config) in enumerate(spec):
         key = (problem.kind, problem.shape, id(problem) if problem.kind == "sensing" else 0,
                config.batch_key(), resume_steps[i] if resume_steps is not None else 0)
         groups.setdefault(key, []).append(i)
     return [idx[k:k + max_batch] for idx in groups.values() for k in range(0, len(idx), max_batch)]
-
 
 
 def lockstep_sets(spec: Sequence[tuple[Problem, RunConfig]], groups: Sequence[list[int]],

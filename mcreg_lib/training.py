@@ -215,24 +215,39 @@ def _check_batch(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> N
             raise ValueError(f"run {i}: problem {p.kind} {p.shape} cannot share a batch with {p0.kind} {p0.shape}")
         if c.batch_key() != c0.batch_key() and not lockstep:
             raise ValueError(f"run {i}: config {c.batch_key()} cannot share a batch with {c0.batch_key()}; "
-                             "use mcreg_lib.sweep to group runs automatically (only sensing runs on one problem "
-                             "object, in one dtype, train together across batch keys: in lockstep)")
+                             "use mcreg_lib.sweep to group runs automatically (only sensing runs in one dtype "
+                             "train together across batch keys: in lockstep)")
 
 
 def _lockstep(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> bool:
-    """Whether runs of several batch keys may train together in lockstep: sensing runs on one problem (one
-    measurement operator, read once per step for all of them) in one dtype."""
-    p0 = problems[0]
-    return (p0.kind == "sensing" and all(p is p0 for p in problems)
-            and len({c.dtype for c in configs}) == 1)
+    """Whether runs of several batch keys may train together in lockstep: sensing runs in one dtype (the runs on
+    one problem share its measurement operator, read once per step for all of them)."""
+    return problems[0].kind == "sensing" and len({c.dtype for c in configs}) == 1
 
 
-def _groups(configs: Sequence[RunConfig]) -> list[list[int]]:
-    """The runs of a call by batch key, in order of first appearance: one :class:`Batch` each."""
+def _groups(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> list[list[int]]:
+    """The runs of a call by batch key, and sensing runs also by problem object, in order of first appearance: one
+    :class:`Batch` each. A sensing batch thus holds one operator, taken in the fixed shapes of
+    :func:`mcreg_lib.objective.shared_operator`, so a run's numbers do not depend on the other runs of the call."""
     groups: dict[tuple, list[int]] = {}
-    for i, c in enumerate(configs):
-        groups.setdefault(c.batch_key(), []).append(i)
+    for i, (p, c) in enumerate(zip(problems, configs)):
+        groups.setdefault((c.batch_key(), id(p) if p.kind == "sensing" else 0), []).append(i)
     return list(groups.values())
+
+
+def _residuals(batches: Sequence[Batch], live: Sequence[int], ws: Sequence[torch.Tensor]) -> list[Any]:
+    """(L, R) for each live batch of sensing runs, one pass of each operator for all the batches that share it;
+    None for completion batches (their :meth:`Batch.loss` takes its own)."""
+    if batches[live[0]].obs.kind != "sensing":
+        return [None] * len(live)
+    by_operator: dict[int, list[int]] = {}
+    for j, k in enumerate(live):
+        by_operator.setdefault(id(batches[k].obs.a), []).append(j)
+    out: list[Any] = [None] * len(live)
+    for js in by_operator.values():
+        for j, found in zip(js, objective.shared_residuals([batches[live[j]].obs for j in js], [ws[j] for j in js])):
+            out[j] = found
+    return out
 
 
 class Batch:
@@ -496,10 +511,10 @@ def train(
     """Train a batch of runs together; returns one Run per config, in order.
 
     problems: one problem shared by all runs, or one per run (same kind and shape).
-    configs: every config must share ``batch_key()``, except for sensing runs on one problem object in one dtype:
-        those train as one batch per key, stepped in lockstep with one pass of the shared measurement operator per
-        step (each run's numbers are those it has in its own batch). Validated here unless ``grid``/``sweep`` did
-        it already.
+    configs: every config must share ``batch_key()``, except for sensing runs in one dtype: those train as one
+        batch per key and problem object, stepped in lockstep, the runs on one problem with one pass of its
+        measurement operator per step (each run's numbers are those it has alone). Validated here unless
+        ``grid``/``sweep`` did it already.
     device: default ``$MCREG_DEVICE``, else CUDA when available, else CPU.
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
@@ -612,17 +627,21 @@ def _resume(batches: Sequence[Batch], groups: Sequence[Sequence[int]], checkpoin
 def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.device, report: Callable[..., None],
           on_finish: Callable[[int, Run], None] | None, cancel: Any, batch_size: int, checkpoints: Any = None,
           index: Sequence[int] = ()) -> list[Run]:
-    """The training loop (validated configs). One batch key: one :class:`Batch`. Several (sensing runs on one
-    problem, :func:`_lockstep`): one Batch per key, stepped in lockstep, their losses taken in one pass of the
-    shared operator per step (:func:`mcreg_lib.objective.shared_residuals`); each run's numbers are those it has
-    in its own batch. ``batch_size``: the runs of the whole ``train`` call, recorded in each run's summary (a
+    """The training loop (validated configs). One batch key: one :class:`Batch`. Sensing runs (:func:`_lockstep`):
+    one Batch per key and problem (:func:`_groups`), stepped in lockstep, the losses of the batches on one problem
+    taken in one pass of its operator per step (:func:`mcreg_lib.objective.shared_residuals`); each run's numbers
+    are those it has alone. ``batch_size``: the runs of the whole ``train`` call, recorded in each run's summary (a
     sub-batch of a split call records the call's). ``checkpoints`` and ``index`` (run i of this loop is run
     ``index[i]`` of the call): see :func:`train`."""
-    groups = _groups(configs)
+    groups = _groups(problems, configs)
     batches: list[Batch] = []
+    operators: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a sensing problem's operator, held once
     for group in groups:
-        shared = (batches[0].obs.a, batches[0].obs.y) if batches else None
-        batches.append(Batch([problems[i] for i in group], [configs[i] for i in group], device, shared))
+        p = problems[group[0]]
+        batch = Batch([problems[i] for i in group], [configs[i] for i in group], device, operators.get(id(p)))
+        if p.kind == "sensing":
+            operators.setdefault(id(p), (batch.obs.a, batch.obs.y))
+        batches.append(batch)
     horizon = max(int(batch.max_steps.max()) for batch in batches)
     logged = [set(log_steps(int(batch.max_steps.max()), batch.configs[0].logs_per_decade).tolist())
               for batch in batches]
@@ -648,8 +667,7 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
                         checkpoints.save(index[groups[k][b]], batches[k].snapshot(b, t, now - start))
                 saved = time.perf_counter()
             ws = [batches[k].forward() for k in live]
-            given = (objective.shared_residuals([batches[k].obs for k in live], ws) if len(live) > 1
-                     else [None])
+            given = _residuals(batches, live, ws)
             steps = {}
             for k, w, residual in zip(live, ws, given):
                 batch = batches[k]

@@ -471,14 +471,28 @@ def test_sensing_runs_of_several_depths_train_in_lockstep_with_their_own_numbers
     _same(together[5], mc.train(p, [cfgs[5]], progress=False)[0])
 
 
-def test_only_sensing_runs_on_one_problem_mix_batch_keys():
+def test_only_sensing_runs_in_one_dtype_mix_batch_keys():
     cfgs = [mc.RunConfig(depth=d, lr=0.1, max_steps=3) for d in (2, 3)]
     q = mc.completion_problem(n=6, rank=1, n_observed=20, seed=0)
-    with pytest.raises(ValueError, match="cannot share a batch.*only sensing runs on one problem"):
+    with pytest.raises(ValueError, match="cannot share a batch.*only sensing runs in one dtype"):
         mc.train(q, cfgs, progress=False)
     p = mc.sensing_problem(n=6, rank=1, n_measurements=20, seed=0)
-    twin = mc.sensing_problem(n=6, rank=1, n_measurements=20, seed=1)
-    with pytest.raises(ValueError, match="cannot share a batch"):
-        mc.train([p, twin], cfgs, progress=False)
     with pytest.raises(ValueError, match="cannot share a batch"):
         mc.train(p, [cfgs[0], dataclasses.replace(cfgs[1], dtype="float64")], progress=False)
+
+
+def test_sensing_runs_on_several_problems_train_in_one_call_with_their_own_numbers():
+    """Sensing runs on different problems (other operators, other numbers of measurements) and of different depths
+    train in one call: one batch per problem and key, each problem's operator read once per step for its batches.
+    Every run ends with the numbers it has alone, bit for bit (no run goes through products of another shape)."""
+    p = mc.sensing_problem(n=8, rank=1, n_measurements=300, seed=0)
+    q = mc.sensing_problem(n=8, rank=1, n_measurements=120, seed=1)
+    cfgs = [mc.RunConfig(depth=d, optimizer="normalized_gd", lr=5e-2, init_scale=s, max_steps=200, stop_loss=1e-3,
+                         logs_per_decade=5) for d in (2, 3) for s in (1e-1, 1e-2)]
+    problems = [p, q, q, p, p, q, p, q]
+    configs = cfgs + cfgs[::-1]
+    together = mc.train(problems, configs, progress=False)
+    assert all(r.summary["batch_size"] == len(configs) for r in together)
+    assert [r.problem_info["n_measurements"] for r in together] == [x.n_observed for x in problems]
+    for i in (0, 1, 6, 7):
+        _same(together[i], mc.train(problems[i], [configs[i]], progress=False)[0])
