@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,26 +111,33 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def watched(name: str, progress_file: Path, show: bool):
-    """While the block runs, the chapter's sweeps write their progress to ``progress_file`` (the kernel runs in
-    another process) and, with ``show``, :class:`_Bar` draws it: a bar on a terminal, else a line a minute. The
-    variables it sets for the kernel are restored afterwards."""
-    saved = {k: os.environ.get(k) for k in ("MCREG_PROGRESS_FILE", "MCREG_PROGRESS")}
-    progress_file.parent.mkdir(parents=True, exist_ok=True)
-    progress_file.unlink(missing_ok=True)
-    os.environ.update({"MCREG_PROGRESS_FILE": str(progress_file), "MCREG_PROGRESS": "0"})  # the kernel draws none
+def _environment_restored(names: tuple[str, ...]) -> Iterator[None]:
+    """The environment variables ``names`` as they were before the block, whatever it set."""
+    saved = {k: os.environ.get(k) for k in names}
     try:
-        if show:
-            with _Bar(progress_file, name, sys.stderr.isatty()):
-                yield
-        else:
-            yield
+        yield
     finally:
         for k, val in saved.items():
             if val is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = val
+
+
+@contextlib.contextmanager
+def watched(name: str, progress_file: Path, show: bool) -> Iterator[None]:
+    """While the block runs, the chapter's sweeps write their progress to ``progress_file`` (the kernel runs in
+    another process) and, with ``show``, :class:`_Bar` draws it: a bar on a terminal, else a line a minute. The
+    variables it sets for the kernel are restored afterwards."""
+    with _environment_restored(("MCREG_PROGRESS_FILE", "MCREG_PROGRESS")):
+        progress_file.parent.mkdir(parents=True, exist_ok=True)
+        progress_file.unlink(missing_ok=True)
+        os.environ.update({"MCREG_PROGRESS_FILE": str(progress_file), "MCREG_PROGRESS": "0"})  # the kernel: no bar
+        if show:
+            with _Bar(progress_file, name, sys.stderr.isatty()):
+                yield
+        else:
+            yield
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -182,16 +190,9 @@ def build(names: list[str] | None = None, *, preview: bool = False, cache: str |
 
     Claims go to ``out/claims``, provenance to ``out/provenance``; ``extra``: more parameters per chapter. The
     environment variables the build sets for the kernels are restored afterwards."""
-    saved = {k: os.environ.get(k) for k in BUILD_VARIABLES}
-    try:
+    with _environment_restored(BUILD_VARIABLES):
         return _build(names or chapter_names(), preview, cache, audits, seed, progress, Path(out), notebooks,
                       extra or {})
-    finally:
-        for k, val in saved.items():
-            if val is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = val
 
 
 def _build(names: list[str], preview: bool, cache: str | Path | None, audits: int, seed: str | None,
