@@ -118,7 +118,7 @@ def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Te
     once per step. Each batch gets the numbers :meth:`Observations.residual` gives it alone (the products' shapes
     are fixed, a run's column of them does not depend on the others)."""
     o0 = observations[0]
-    if any(o.kind != "sensing" or o.a is not o0.a or o.a.ndim != 2 for o in observations):
+    if any(o.kind != "sensing" or o.a is not o0.a for o in observations):
         raise ValueError("shared_residuals needs batches whose Observations share one sensing operator")
     res, r = shared_operator([w.reshape(w.shape[0], -1) for w in ws], o0.a, o0.y)
     out, start = [], 0
@@ -132,7 +132,8 @@ def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Te
 
 class Observations:
     """The observations of a batch of problems (same kind and shape) on one device: the loss, its gradient and the
-    metrics of :data:`METRICS`. A batch whose runs all share one problem stores it once."""
+    metrics of :data:`METRICS`. A batch whose runs all share one problem stores it once; a sensing batch holds runs
+    on one problem."""
 
     def __init__(self, problems: Sequence[Problem], dtype: torch.dtype, device: torch.device,
                  operator: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
@@ -151,18 +152,17 @@ class Observations:
             self.mask = stack(lambda p: p.mask())
             self.neg_observed = stack(lambda p: p.observed_matrix()).neg_()
         else:
-            if len({p.n_observed for p in unique}) > 1:
-                raise ValueError("sensing problems in one batch must have the same number of measurements")
-            # (m, n_rows * n_cols) when every run shares one operator (then one GEMM serves the whole batch),
-            # else (B, m, n_rows * n_cols)
+            # One operator (m, n_rows * n_cols) for the batch, read once a step for all its runs (shared_operator).
+            # Runs on several sensing problems train as one batch per problem (mcreg_lib.training), so that each
+            # run meets the same products whatever else trains with it.
+            if len(unique) != 1:
+                raise ValueError("a sensing batch holds runs on one problem object; mcreg_lib.train makes one batch "
+                                 "per problem")
             if operator is not None:
-                if len(unique) != 1:
-                    raise ValueError("operator= is for a batch whose runs all share one sensing problem")
                 self.a, self.y = operator
             else:
-                a = stack(lambda p: p.measurements.reshape(p.n_observed, -1))
-                self.a = a[0] if len(unique) == 1 else a
-                self.y = stack(lambda p: p.values)  # (1|B, m)
+                self.a = p0.measurements.reshape(p0.n_observed, -1).to(device=device, dtype=dtype)
+                self.y = stack(lambda p: p.values)  # (1, m)
         self.target = stack(lambda p: p.target) if all(p.target is not None for p in unique) else None
         self.test = None
         if all(p.test_rows is not None for p in unique):
@@ -179,12 +179,7 @@ class Observations:
             r = torch.addcmul(self.neg_observed, self.mask, w, out=out)  # M o W - P_obs(W*), in one fused op
             flat = r.view(b, -1)
             return torch.linalg.vecdot(flat, flat).div_(self.m), r
-        if self.a.ndim == 2:  # one operator for the batch, read once per step for all runs: see shared_operator
-            return shared_residuals([self], [w])[0]
-        flat = w.reshape(b, -1)
-        res = torch.bmm(self.a, flat.unsqueeze(-1)).squeeze(-1) - self.y
-        r = torch.bmm(res.unsqueeze(1), self.a).view_as(w)
-        return torch.linalg.vecdot(res, res) / self.m, r
+        return shared_residuals([self], [w])[0]  # one operator for the batch: see shared_operator
 
     def metrics(self, w: torch.Tensor, layers: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every metric of :data:`METRICS` but the loss and the penalty, for a batch W and its layers."""

@@ -24,6 +24,15 @@ def test_loss_and_gradient_match_autograd_for_completion_and_sensing():
         torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-12)
 
 
+def test_a_sensing_batch_holds_one_problem():
+    """One operator per batch: runs on several sensing problems are several batches (mcreg_lib.train groups them)."""
+    p, q = (mc.sensing_problem(n=4, rank=1, n_measurements=10, seed=s) for s in (0, 1))
+    obs = objective.Observations([p, p], torch.float32, torch.device("cpu"))
+    assert obs.a.shape == (10, 16) and obs.y.shape == (1, 10)
+    with pytest.raises(ValueError, match="one problem object"):
+        objective.Observations([p, q], torch.float32, torch.device("cpu"))
+
+
 def test_divergence_rule():
     loss0 = torch.tensor([0.5, 10.0])
     limit = objective.divergence_limit(loss0, 100.0)
