@@ -53,7 +53,12 @@ from .training import Run, RunConfig
 RESULTS_VERSION = "5"
 # The same for sensing runs only (their keys alone carry it): "3" since the shared operator's products are taken
 # in fixed shapes (mcreg_lib.objective.shared_operator), so a run's numbers no longer depend on its batch; "4" since
-# those shapes are chunks of 48 runs (objective.RUN_CHUNK), not 16.
+# those shapes are chunks of 48 runs (objective.RUN_CHUNK), not 16. Unchanged since, though two things moved on
+# 2026-12-03: the last chunk may be narrower where objective.narrow_chunks_agree finds the products' columns equal bit
+# for bit (so the matrices and every metric but the loss are unchanged), and a run's loss is now summed along its own
+# residual row, where a batch of up to 48 runs used to sum it in an order that depended on the batch's size. The
+# stored losses differ from today's by about 2e-7 relative (a run trained alone always had today's; the audits'
+# AUDIT_RTOL covers it), so the stored runs stand; a run trained now has the same loss alone and in any batch.
 SENSING_VERSION = "4"
 DEFAULT_DIR = ".mcreg_cache"
 MAGIC = b"MCREG-RUN-1\n"

@@ -70,6 +70,7 @@ def finite_or_zero(w: torch.Tensor) -> torch.Tensor:
 
 
 RUN_CHUNK = 48  # runs per product of the shared sensing operator (a batch is zero-padded to a multiple)
+RUN_ALIGN = 8  # where a narrower chunk gives the same numbers, a batch's last chunk is padded to a multiple of this
 OPERATOR_BLOCK = 256  # rows of the operator per product (a block is reused from cache by every chunk and both products)
 
 
@@ -88,27 +89,73 @@ def shared_operator(flat: torch.Tensor | Sequence[torch.Tensor], a: torch.Tensor
     n = 100 trained 1.9x faster than with two whole products at m = 5,000 and 1.2x at m = 2,000 (2-core machine;
     bench/README.md, section [4]). A chunk of 48 runs, not 16: the products of a block are bound by reading it,
     so 45 runs (the sensing grid's three depths, which :func:`mcreg_lib.training.train` steps in lockstep) took
-    48 ms a step at m = 5,000 against 80 ms as three chunks of 16 and 100 ms as three batches of 15; a lone run
-    pays 1.4x what it paid in a chunk of 16 (2-core machine).
+    48 ms a step at m = 5,000 against 80 ms as three chunks of 16 and 100 ms as three batches of 15.
+
+    The last chunk is narrower (padded to a multiple of :data:`RUN_ALIGN` only) where :func:`narrow_chunks_agree`
+    finds, for this operator's shapes on this machine, every column of the narrower products equal bit for bit to
+    the same column of a full chunk: then a batch pays for its runs, not for 48 (the training loop passes only the
+    runs still going, so a sweep's last runs do not pay for the finished ones). Elsewhere every chunk is full.
     """
     parts = [flat] if isinstance(flat, torch.Tensor) else list(flat)
     b, d = sum(x.shape[0] for x in parts), parts[0].shape[1]
     m = a.shape[0]
-    chunks = -(-b // RUN_CHUNK)
-    cols = parts[0].new_zeros(chunks * RUN_CHUNK, d)
-    torch.cat(parts, out=cols[:b])  # the blocks written in place, the rest zero padding
-    cols = cols.view(chunks, RUN_CHUNK, d).transpose(1, 2).contiguous()  # (chunks, d, RUN_CHUNK): runs as columns
-    res = cols.new_empty(chunks, m, RUN_CHUNK)
-    r = cols.new_zeros(chunks, d, RUN_CHUNK)
-    y_col = y.reshape(-1, 1)
     rows = OPERATOR_BLOCK if a.device.type == "cpu" else m  # a GPU takes the whole operator at once (fewer launches)
+    widths = [RUN_CHUNK] * (b // RUN_CHUNK)
+    if b % RUN_CHUNK:
+        narrow = -(-(b % RUN_CHUNK) // RUN_ALIGN) * RUN_ALIGN
+        widths.append(narrow if narrow < RUN_CHUNK and narrow_chunks_agree(a, rows) else RUN_CHUNK)
+    padded = parts[0].new_zeros(sum(widths), d)
+    torch.cat(parts, out=padded[:b])  # the blocks written in place, the rest zero padding
+    starts = [sum(widths[:c]) for c in range(len(widths))]
+    cols = [padded[s:s + w].T.contiguous() for s, w in zip(starts, widths)]  # (d, width): runs as columns
+    res, r = _chunk_products(a, y, cols, rows)
+    # runs back as rows, row-major (a cat of transposed chunks would keep them column-major, and a run's loss, a
+    # sum along its row, would then be taken in another order)
+    res_rows, r_rows = padded.new_empty(len(padded), m), padded.new_empty(len(padded), d)
+    return (torch.cat([x.T for x in res], out=res_rows)[:b], torch.cat([x.T for x in r], out=r_rows)[:b])
+
+
+def _chunk_products(a: torch.Tensor, y: torch.Tensor, cols: Sequence[torch.Tensor], rows: int
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """For each chunk X (d, width): ``res = a X - y`` (m, width) and ``r = a^T res`` (d, width), the operator taken
+    in blocks of ``rows`` (each block serving every chunk and both products while in cache), ``r`` accumulated over
+    the blocks in order."""
+    m = a.shape[0]
+    res = [x.new_empty(m, x.shape[1]) for x in cols]
+    r = [x.new_zeros(x.shape) for x in cols]
+    y_col = y.reshape(-1, 1)
     for k in range(0, m, rows):
         block = a[k:k + rows]
-        for c in range(chunks):
-            part = torch.mm(block, cols[c], out=res[c, k:k + rows])
+        for x, res_c, r_c in zip(cols, res, r):
+            part = torch.mm(block, x, out=res_c[k:k + rows])
             part.sub_(y_col[k:k + rows])
-            r[c].addmm_(block.T, part)
-    return (res.transpose(1, 2).reshape(-1, m)[:b], r.transpose(1, 2).reshape(-1, d)[:b])
+            r_c.addmm_(block.T, part)
+    return res, r
+
+
+_AGREE: dict[tuple, bool] = {}
+
+
+def narrow_chunks_agree(a: torch.Tensor, rows: int = OPERATOR_BLOCK) -> bool:
+    """Whether every column of the operator's products comes out bit for bit the same in a chunk of any width
+    ``RUN_ALIGN, 2 RUN_ALIGN, ... < RUN_CHUNK`` as in a full chunk of :data:`RUN_CHUNK`, for an operator of
+    ``a``'s shape and dtype taken in blocks of ``rows``, at this thread count. Checked once per such setting, on
+    ``a`` itself and seeded random columns: a BLAS picks its kernels and their order of summation by shape, not by
+    value, so one check per shape stands for every input (measured with MKL on 2-core machines: widths 8 to 48
+    agree, a width of 1 does not). Off a CPU it is not checked: False."""
+    if a.device.type != "cpu":
+        return False
+    key = (tuple(a.shape), a.dtype, rows, torch.get_num_threads(), a.is_contiguous())
+    if key not in _AGREE:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(a.shape[1], RUN_CHUNK, generator=g, dtype=torch.float64).to(a.dtype)
+        y = torch.randn(a.shape[0], generator=g, dtype=torch.float64).to(a.dtype)
+        full_res, full_r = _chunk_products(a, y, [x], rows)
+        widths = range(RUN_ALIGN, RUN_CHUNK, RUN_ALIGN)
+        res, r = _chunk_products(a, y, [x[:, :w].contiguous() for w in widths], rows)
+        _AGREE[key] = all(torch.equal(res_w, full_res[0][:, :w]) and torch.equal(r_w, full_r[0][:, :w])
+                          for w, res_w, r_w in zip(widths, res, r))
+    return _AGREE[key]
 
 
 def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Tensor]
@@ -125,7 +172,8 @@ def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Te
     for o, w in zip(observations, ws):
         k = w.shape[0]
         part = res[start:start + k]
-        out.append((torch.linalg.vecdot(part, part) / o.m, r[start:start + k].view_as(w)))
+        # o.m[:k]: a batch's runs share one problem, so one m; W may hold only the batch's running runs
+        out.append((torch.linalg.vecdot(part, part) / o.m[:k], r[start:start + k].view_as(w)))
         start += k
     return out
 

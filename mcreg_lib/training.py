@@ -236,8 +236,10 @@ def _groups(problems: Sequence[Problem], configs: Sequence[RunConfig]) -> list[l
 
 
 def _residuals(batches: Sequence[Batch], live: Sequence[int], ws: Sequence[torch.Tensor]) -> list[Any]:
-    """(L, R) for each live batch of sensing runs, one pass of each operator for all the batches that share it;
-    None for completion batches (their :meth:`Batch.loss` takes its own)."""
+    """(L, R) for each live batch of sensing runs, one pass of each operator for the running runs of all the
+    batches that share it (a stopped run gets L = 0 and R = 0: it takes no step and logs nothing, and the narrower
+    products leave the running runs' numbers as they are: objective.shared_operator); None for completion
+    batches (their :meth:`Batch.loss` takes its own)."""
     if batches[live[0]].obs.kind != "sensing":
         return [None] * len(live)
     by_operator: dict[int, list[int]] = {}
@@ -245,8 +247,14 @@ def _residuals(batches: Sequence[Batch], live: Sequence[int], ws: Sequence[torch
         by_operator.setdefault(id(batches[k].obs.a), []).append(j)
     out: list[Any] = [None] * len(live)
     for js in by_operator.values():
-        for j, found in zip(js, objective.shared_residuals([batches[live[j]].obs for j in js], [ws[j] for j in js])):
-            out[j] = found
+        going = [batches[live[j]].running if batches[live[j]].n_active < ws[j].shape[0] else None for j in js]
+        found = objective.shared_residuals([batches[live[j]].obs for j in js],
+                                           [ws[j] if idx is None else ws[j][idx] for j, idx in zip(js, going)])
+        for j, idx, (loss, r) in zip(js, going, found):
+            if idx is not None:  # back to the batch's shape, zeros for the stopped runs
+                loss = loss.new_zeros(ws[j].shape[0]).index_copy_(0, idx, loss)
+                r = r.new_zeros(ws[j].shape).index_copy_(0, idx, r)
+            out[j] = (loss, r)
     return out
 
 

@@ -246,7 +246,7 @@ def _same_runs(a, b):
     assert torch.equal(a.matrix, b.matrix)
     for x, y in zip(a.layers, b.layers):
         assert torch.equal(x, y)
-    pd.testing.assert_frame_equal(a.history, b.history)
+    pd.testing.assert_frame_equal(a.history, b.history, check_exact=True)
 
 
 @pytest.mark.parametrize("case", ["completion gd", "completion normalized_gd", "sensing normalized_gd",

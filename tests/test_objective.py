@@ -33,6 +33,36 @@ def test_a_sensing_batch_holds_one_problem():
         objective.Observations([p, q], torch.float32, torch.device("cpu"))
 
 
+def test_shared_operator_takes_narrow_chunks_only_where_they_agree(monkeypatch):
+    """The last chunk is as narrow as a multiple of RUN_ALIGN allows where narrow_chunks_agree says a column comes
+    out the same in it (measured once per shape on this machine), else a full RUN_CHUNK; each run's rows are the
+    same bit for bit whatever the batch's size or chunking."""
+    torch.manual_seed(0)
+    a, y = torch.randn(600, 144), torch.randn(600)  # three blocks of operator rows, the last one short
+    flat = torch.randn(objective.RUN_CHUNK + 5, 144) * 0.1
+    widths = []
+    chunk_products = objective._chunk_products
+
+    def seen(a_, y_, cols, rows):
+        widths.append([c.shape[1] for c in cols])
+        return chunk_products(a_, y_, cols, rows)
+
+    monkeypatch.setattr(objective, "_chunk_products", seen)
+    agree = objective.narrow_chunks_agree(a)
+    assert isinstance(agree, bool)
+    widths.clear()
+    res, r = objective.shared_operator(flat, a, y)
+    full = objective.RUN_CHUNK
+    assert widths == [[full, objective.RUN_ALIGN if agree else full]]
+    for b in (1, 3, objective.RUN_ALIGN + 1):
+        res_b, r_b = objective.shared_operator(flat[:b], a, y)
+        assert torch.equal(res_b, res[:b]) and torch.equal(r_b, r[:b])
+    monkeypatch.setattr(objective, "narrow_chunks_agree", lambda a_, rows=0: False)
+    widths.clear()
+    res_full, r_full = objective.shared_operator(flat[:3], a, y)
+    assert widths == [[full]] and torch.equal(res_full, res[:3]) and torch.equal(r_full, r[:3])
+
+
 def test_divergence_rule():
     loss0 = torch.tensor([0.5, 10.0])
     limit = objective.divergence_limit(loss0, 100.0)

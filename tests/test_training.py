@@ -211,7 +211,7 @@ def test_batch_split_across_threads_matches_one_thread(case):
             assert a.summary["steps"] == b.summary["steps"] and a.summary["stop_reason"] == b.summary["stop_reason"]
             assert a.summary["batch_size"] == b.summary["batch_size"] == 5
             assert torch.equal(a.matrix, b.matrix)
-            pd.testing.assert_frame_equal(a.history, b.history)
+            pd.testing.assert_frame_equal(a.history, b.history, check_exact=True)
     if case == "gd, one run diverges":
         assert {r.summary["stop_reason"] for r in split} >= {"diverged"}
 
@@ -439,7 +439,7 @@ def test_a_sensing_run_does_not_depend_on_its_batch():
         alone = mc.train([p], [cfgs[i]], progress=False)[0]
         assert alone.summary["steps"] == batch[i].summary["steps"]
         assert torch.equal(alone.matrix, batch[i].matrix)
-        pd.testing.assert_frame_equal(alone.history, batch[i].history)
+        pd.testing.assert_frame_equal(alone.history, batch[i].history, check_exact=True)
     small = mc.train([p] * 3, cfgs[-3:], progress=False)
     for a, b in zip(small, batch[-3:]):
         assert torch.equal(a.matrix, b.matrix)
@@ -449,7 +449,7 @@ def _same(a, b):
     assert a.summary["steps"] == b.summary["steps"] and a.summary["stop_reason"] == b.summary["stop_reason"]
     assert torch.equal(a.matrix, b.matrix)
     assert all(torch.equal(x, y) for x, y in zip(a.layers, b.layers))
-    pd.testing.assert_frame_equal(a.history, b.history)
+    pd.testing.assert_frame_equal(a.history, b.history, check_exact=True)
 
 
 def test_sensing_runs_of_several_depths_train_in_lockstep_with_their_own_numbers():
