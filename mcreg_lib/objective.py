@@ -109,10 +109,10 @@ def shared_operator(flat: torch.Tensor | Sequence[torch.Tensor], a: torch.Tensor
     starts = [sum(widths[:c]) for c in range(len(widths))]
     cols = [padded[s:s + w].T.contiguous() for s, w in zip(starts, widths)]  # (d, width): runs as columns
     res, r = _chunk_products(a, y, cols, rows)
-    # runs back as rows, row-major (a cat of transposed chunks would keep them column-major, and a run's loss, a
-    # sum along its row, would then be taken in another order)
-    res_rows, r_rows = padded.new_empty(len(padded), m), padded.new_empty(len(padded), d)
-    return (torch.cat([x.T for x in res], out=res_rows)[:b], torch.cat([x.T for x in r], out=r_rows)[:b])
+    # Runs back as rows, each one contiguous: a run's loss (shared_residuals) is then summed along its own row in one
+    # order whatever its batch. (Until 2026-12-03 a batch of one chunk came back as a transposed view, and the
+    # loss's order of summation depended on the batch's size.)
+    return torch.cat([x.T for x in res])[:b], torch.cat([x.T for x in r])[:b]
 
 
 def _chunk_products(a: torch.Tensor, y: torch.Tensor, cols: Sequence[torch.Tensor], rows: int
@@ -162,8 +162,9 @@ def shared_residuals(observations: Sequence[Observations], ws: Sequence[torch.Te
                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(L, R)`` for each batch W of ``ws``, whose Observations share one sensing operator (batches of several
     batch keys stepped in lockstep): one :func:`shared_operator` pass for all their runs, so the operator is read
-    once per step. Each batch gets the numbers :meth:`Observations.residual` gives it alone (the products' shapes
-    are fixed, a run's column of them does not depend on the others)."""
+    once per step. Each batch gets the numbers :meth:`Observations.residual` gives it alone, and each run those it
+    has alone (a run's column of the products does not depend on the others, its loss is summed along its own
+    row: :func:`shared_operator`)."""
     o0 = observations[0]
     if any(o.kind != "sensing" or o.a is not o0.a for o in observations):
         raise ValueError("shared_residuals needs batches whose Observations share one sensing operator")
