@@ -3,8 +3,9 @@
 ``fit(problem, depth=3, ...)`` trains one run. ``train(problems, configs)`` trains many configurations of the same
 matrix shape, depth, optimizer and penalty as one tensor program with a leading batch dimension; each run keeps its
 own seed, init scale, learning rate, penalty weight, observations and stop rule, stops on its own (a stopped run is
-frozen, not dropped) and is reported on its own. ``fit`` is ``train`` with a batch of one. Sensing runs on one
-problem may differ in depth or optimizer too: one batch per key, stepped in lockstep over one shared operator.
+frozen until half its batch has stopped, then the running runs go on in a smaller batch) and is reported on its
+own. ``fit`` is ``train`` with a batch of one. Sensing runs may differ in depth, optimizer and problem too: one
+batch per key and problem, stepped in lockstep, each problem's operator read once per step.
 
 One object, :class:`Batch`, owns a batch's state (layers, optimizer, per-run factors and the one ``active`` mask),
 so that :func:`train` reads as a short loop: forward, loss (and penalty), log or stop, step. The pieces it uses are
@@ -264,7 +265,9 @@ class Batch:
     ``active`` (a host boolean per run) is the one record of which runs are still going; everything that depends
     on it (the per-run step sizes, which runs the stop test watches, the penalty's sub-batch) is derived from it
     in :meth:`_refresh` whenever a run stops. A stopped run is frozen (zero step), not dropped, so the tensors keep
-    their shape; a diverged run's layers and optimizer state are zeroed so no NaN reaches the others.
+    their shape; a diverged run's layers and optimizer state are zeroed so no NaN reaches the others. Once half a
+    batch has stopped, the loop goes on with its running runs in a smaller batch (:meth:`running_only`, the same
+    state a checkpoint holds), so a batch never does more than twice the work its running runs need.
 
     The loop of :func:`train` calls, per step t: :meth:`forward` (W), :meth:`loss` (the loss, R and the penalty),
     :meth:`may_stop` / :meth:`log` (record metrics at logged steps, decide which runs stop and why) and
@@ -416,6 +419,19 @@ class Batch:
                 x[b].copy_(saved)
         self.limit[b] = state["limit"]
         self.rows[b] = list(state["rows"])
+
+    def running_only(self, t: int) -> tuple[Batch, list[int]]:
+        """A batch of this one's running runs alone, each in its state at step t (what a checkpoint holds, put back
+        as a resumed call puts it back: :meth:`snapshot`, :meth:`restore`), and their positions here. The loop
+        swaps it in once half a batch has stopped, so the finished runs no longer take part in the products."""
+        kept = np.flatnonzero(self.active).tolist()
+        states = [self.snapshot(b, t, 0.0) for b in kept]
+        operator = (self.obs.a, self.obs.y) if self.obs.kind == "sensing" else None
+        smaller = Batch([self.problems[b] for b in kept], [self.configs[b] for b in kept], self.device, operator)
+        for j, state in enumerate(states):
+            smaller.restore(j, state)
+        smaller._refresh()
+        return smaller, kept
 
     def layers_of(self, b: int) -> list[torch.Tensor]:
         return [layer[b].detach().to("cpu").clone() for layer in self.layers]
@@ -674,6 +690,10 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
                     for b in np.flatnonzero(batches[k].active):
                         checkpoints.save(index[groups[k][b]], batches[k].snapshot(b, t, now - start))
                 saved = time.perf_counter()
+            for k in live:  # half a batch stopped: go on with its running runs alone (their numbers unchanged)
+                if 2 * batches[k].n_active <= batches[k].size:
+                    batches[k], kept = batches[k].running_only(t)
+                    groups[k] = [groups[k][b] for b in kept]
             ws = [batches[k].forward() for k in live]
             given = _residuals(batches, live, ws)
             steps = {}
