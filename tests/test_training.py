@@ -471,6 +471,24 @@ def test_sensing_runs_of_several_depths_train_in_lockstep_with_their_own_numbers
     _same(together[5], mc.train(p, [cfgs[5]], progress=False)[0])
 
 
+def test_a_batch_goes_on_smaller_once_half_of_it_stopped(monkeypatch):
+    """Once half a batch has stopped, its running runs go on in a smaller batch: each run still ends with the numbers
+    it has alone, bit for bit (history, steps, stop reason), completion and sensing alike."""
+    calls = []
+    running_only = training.Batch.running_only
+    monkeypatch.setattr(training.Batch, "running_only",
+                        lambda self, t: calls.append((self.size, self.n_active, t)) or running_only(self, t))
+    for p in (mc.completion_problem(n=8, rank=1, n_observed=40, seed=0),
+              mc.sensing_problem(n=8, rank=1, n_measurements=60, seed=0)):
+        cfgs = [mc.RunConfig(depth=2, optimizer="gd", lr=0.2, init_scale=0.3, seed=k, max_steps=ms, stop_loss=0.0,
+                             logs_per_decade=5) for k, ms in enumerate((10, 20, 30, 200, 15, 120))]
+        calls.clear()
+        together = mc.train(p, cfgs, progress=False, device="cpu")
+        assert calls and all(2 * active <= size for size, active, _ in calls)
+        for i in (1, 3, 5):
+            _same(together[i], mc.train(p, [cfgs[i]], progress=False, device="cpu")[0])
+
+
 def test_only_sensing_runs_in_one_dtype_mix_batch_keys():
     cfgs = [mc.RunConfig(depth=d, lr=0.1, max_steps=3) for d in (2, 3)]
     q = mc.completion_problem(n=6, rank=1, n_observed=20, seed=0)
