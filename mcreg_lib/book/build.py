@@ -75,13 +75,14 @@ class _Bar:
 
         bar, label, begun = None, None, time.time()
         started = printed = begun
+        mark = None  # (time, run-steps) at the last line printed for this sweep: the rate is the last minute's
         while not self.stop.wait(1.0):
             state = settings.read_progress(self.path)
             running = bool(state and state.get("total")) and state["steps"] < state["total"]
             if state and state.get("total"):
                 key = (state["label"], state["total"], state["total_runs"])
                 if key != label:
-                    label, started = key, time.time()
+                    label, started, mark = key, time.time(), None
                     if bar is not None:
                         bar.close()
                         bar = None
@@ -98,7 +99,12 @@ class _Bar:
             printed = time.time()  # a line a minute for a build whose output goes to a file
             if running:
                 done = state["steps"] / state["total"]
-                left = (printed - started) * (1 - done) / done if done > 0 else float("nan")
+                # the rate over the last minute, not since the sweep began: a sweep that resumes from checkpoints
+                # reports the steps it resumed at all at once
+                since, before = mark if mark is not None else (started, 0)
+                rate = (state["steps"] - before) / max(printed - since, 1e-9)
+                left = (state["total"] - state["steps"]) / rate if rate > 0 else float("nan")
+                mark = (printed, state["steps"])
                 print(f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of "
                       f"the run-steps, at most about {left / 60:.0f} min left in this sweep at this rate (the count "
                       f"takes every running run to its step budget; a run that meets its stop rule ends sooner)",

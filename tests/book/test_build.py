@@ -92,6 +92,31 @@ def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsy
     assert "depth 3 gd: runs 1/2, 50% of the run-steps, at most about" in out[1]
 
 
+def test_the_line_a_minute_estimates_from_the_last_minute(tmp_path, monkeypatch, capsys):
+    """A sweep resumed from checkpoints reports its resumed steps at once: the time left is estimated from the
+    steps of the last minute, not from the jump."""
+    import re
+
+    clock = iter(range(0, 10_000, 61))
+    monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
+    path = tmp_path / "p.json"
+    bar = build_mod._Bar(path, "demo", tty=False)
+    polls = iter([{"label": "s", "steps": s, "total": 1000, "runs": 0, "total_runs": 2} for s in (0, 500, 510, 520)])
+
+    class Stop:
+        def wait(self, _):
+            try:
+                path.write_text(json.dumps(next(polls)))
+            except StopIteration:
+                return True
+            return False
+
+    bar.stop = Stop()
+    bar._loop()
+    minutes = [int(m) for m in re.findall(r"at most about (\d+) min left", capsys.readouterr().out)]
+    assert len(minutes) >= 2 and minutes[-1] > 10 * minutes[0]
+
+
 def test_the_command_line_build_shows_progress_unless_turned_off(monkeypatch):
     from mcreg_lib.book import run
 
