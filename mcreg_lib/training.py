@@ -322,13 +322,10 @@ class Batch:
         self.gradient_factor = self.obs.gradient_scale * step
         self.penalty_factor = self.penalty_weight * step
         self.running = active.nonzero().view(-1)
+        self.n_active = int(self.active.sum())
         # the stop test watches stop_loss < loss <= limit on the running runs only
         self._low = np.where(self.active, self.stop_loss, -math.inf).tolist()
         self._high = np.where(self.active, self.limit, math.inf).tolist()
-
-    @property
-    def n_active(self) -> int:
-        return int(self.active.sum())
 
     # --- one step ----------------------------------------------------------------------------------------------------
     def forward(self) -> torch.Tensor:
