@@ -468,6 +468,13 @@ def main() -> None:
         print(f"    the operator's two products ({share:.0%} of the step's flops) alone, as the loop takes them "
               f"({runs} runs as {-(-runs // chunk)} chunk(s) of {chunk}, the operator from memory): {op:.0f} "
               f"GFLOP/s = {op / peak:.0%} of peak")
+        per_run = 2 * 2 * m * sn**2  # the two products' flops for one run
+        ms_all, ms_one = runs * per_run / op / 1e6, per_run / operator_alone(sens, 1, reps) / 1e6
+        read = m * sn**2 * 4 / (ms_one / 1e3) / 1e9  # the float32 operator, read once a pass
+        out.update(sensing_operator_ms_all=ms_all, sensing_operator_ms_one=ms_one, sensing_operator_read_gbs=read)
+        print(f"    the same pass for one run: {ms_one:.2f} ms against {ms_all:.2f} ms for all {runs} runs "
+              f"({ms_one / ms_all:.0%} of it; the operator's {m * sn**2 * 4 / 1e6:.0f} MB read in the one run's "
+              f"time: {read:.1f} GB/s)")
 
     if "5" in args.sections:
         from mcreg_lib import baselines
