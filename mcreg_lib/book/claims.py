@@ -131,6 +131,13 @@ class Claims:
         os.replace(tmp, path)
         return path
 
+    def seed_note(self) -> str:
+        """A sentence for the chapter's page on its recorded second seed set: how many paper claims keep their
+        verdict there and which change (:func:`mcreg_lib.book.seeds.chapter_note`, the ledger's words)."""
+        from .seeds import chapter_note
+
+        return chapter_note(self.chapter, self.to_dict())
+
     def table(self) -> pd.DataFrame:
         """One row per claim, for display at the end of a chapter: paper claims first, then checks. Where the
         chapter has a recorded comparison at a second seed set that applies to these claims

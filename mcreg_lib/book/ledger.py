@@ -95,9 +95,7 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
                   f"Chapter {{doc}}`../notebooks/{name}`: paper claims holding {sum(c['holds'] for c in n_paper)} "
                   f"of {len(n_paper)}; checks passing {sum(c['holds'] for c in n_check)} of {len(n_check)}.", "",
                   f"Measured at: {_parameters(data['parameters'])}.", "",
-                  (seeds.record_note(name, rec, items) if rec else
-                   "No comparison at a second seed set is recorded for these parameters (`python -m mcreg_lib.book "
-                   f"seed-sets {name} --record` makes one at the defaults)."), "",
+                  seeds.chapter_note(name, data), "",
                   "### Paper claims", "", _table(items, "paper", second), "",
                   "### Implementation checks", "", _table(items, "check", second), ""]
     missing = [c for c in chapters if c not in found]

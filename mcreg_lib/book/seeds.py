@@ -188,6 +188,23 @@ def record_note(name: str, rec: dict[str, Any], claims: list[dict[str, Any]]) ->
     return text + "."
 
 
+def chapter_note(name: str, claims: dict[str, Any], root: str | os.PathLike[str] | None = None) -> str:
+    """What a chapter's page and the ledger say about its second seed set, for ``claims`` (a claims file's
+    content): :func:`record_note` and the paper claims whose verdict changes there, or that none is recorded for
+    these parameters."""
+    rec = recorded(name, claims, root)
+    if rec is None:
+        return (f"No comparison at a second seed set is recorded for these parameters (`python -m mcreg_lib.book "
+                f"seed-sets {name} --record` makes one at the defaults).")
+    items = claims["claims"]
+    word = {True: "holds", False: "fails"}
+    changed = [f"{c['claim']} ({word[bool(c['holds'])]} here, {word[v]} there)"
+               for c, v in zip(items, rec["verdicts"])
+               if c.get("kind", "paper") == "paper" and v is not None and v != bool(c["holds"])]
+    text = record_note(name, rec, items)
+    return text + (" Seed-dependent, so not settled by one seed set: " + "; ".join(changed) + "." if changed else "")
+
+
 def report(table: pd.DataFrame) -> str:
     """The comparison as text: the claims whose verdict changes first, paper claims before checks."""
     word = {True: "holds", False: "fails", None: "missing"}

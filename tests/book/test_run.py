@@ -47,6 +47,8 @@ def test_book_builds_with_warnings_as_errors(built_book):
         assert "<img" in page, f"{name} has no figure"
         assert "Traceback" not in page
         assert f"{name}.ipynb" in page, f"{name} offers no notebook download"
+        assert "second seed set is recorded" in page or "At a second seed set" in page, \
+            f"{name} says nothing of its second seed set under its claims"
 
 
 def test_bad_chapter_name_is_a_clear_error():

@@ -151,6 +151,13 @@ def test_a_recorded_seed_set_shows_in_the_claims_table_and_the_ledger(tmp_path, 
     table = c.table()
     column = [k for k in table.columns if k.startswith("at the second seed set")]
     assert len(column) == 1 and list(table[column[0]]) == ["NO", "NO", "", "yes"]  # paper claims first
+    # The chapter's page names the paper claims that change (claim 1); claim 2 fails at both, claim 3 is not spoken for.
+    note = c.seed_note()
+    assert "1 of 2 paper claims keep their verdict" in note
+    assert "Seed-dependent, so not settled by one seed set: claim 1 (holds here, fails there)." in note
+    assert "claim 2" not in note and "claim 3" not in note
+    unrecorded = claims_mod.Claims("balancedness", "T", parameters={**first["parameters"], "preview": True})
+    assert unrecorded.seed_note().startswith("No comparison at a second seed set is recorded")
 
     claims_dir = tmp_path / "claims"
     claims_dir.mkdir()
