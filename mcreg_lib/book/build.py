@@ -103,12 +103,16 @@ class _Bar:
                 # reports the steps it resumed at all at once
                 since, before = mark if mark is not None else (started, 0)
                 rate = (state["steps"] - before) / max(printed - since, 1e-9)
-                left = (state["total"] - state["steps"]) / rate if rate > 0 else float("nan")
                 mark = (printed, state["steps"])
-                print(f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of "
-                      f"the run-steps, at most about {left / 60:.0f} min left in this sweep at this rate (the count "
-                      f"takes every running run to its step budget; a run that meets its stop rule ends sooner)",
-                      flush=True)
+                head = f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of " \
+                       "the run-steps, "
+                tail = " (the count takes every running run to its step budget; a run that meets its stop rule ends " \
+                       "sooner)"
+                if rate > 0:
+                    left = (state["total"] - state["steps"]) / rate
+                    print(f"{head}at most about {left / 60:.0f} min left in this sweep at this rate{tail}", flush=True)
+                else:  # a minute without a reported step: a long stretch between reports, or the process paused
+                    print(f"{head}no steps reported in the last minute", flush=True)
             else:
                 print(f"  {self.name}: {(printed - begun) / 60:.0f} min into the chapter (no sweep running now)",
                       flush=True)

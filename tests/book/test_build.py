@@ -117,6 +117,30 @@ def test_the_line_a_minute_estimates_from_the_last_minute(tmp_path, monkeypatch,
     assert len(minutes) >= 2 and minutes[-1] > 10 * minutes[0]
 
 
+def test_a_minute_without_steps_says_so(tmp_path, monkeypatch, capsys):
+    """A sweep paused (or between two reports) for a minute gets no estimate, never "nan min left"."""
+    clock = iter(range(0, 10_000, 61))
+    monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
+    path = tmp_path / "p.json"
+    bar = build_mod._Bar(path, "demo", tty=False)
+    polls = iter([{"label": "s", "steps": s, "total": 1000, "runs": 0, "total_runs": 2} for s in (100, 100, 200)])
+
+    class Stop:
+        def wait(self, _):
+            try:
+                path.write_text(json.dumps(next(polls)))
+            except StopIteration:
+                return True
+            return False
+
+    bar.stop = Stop()
+    bar._loop()
+    out = capsys.readouterr().out
+    assert "nan" not in out
+    assert "10% of the run-steps, no steps reported in the last minute" in out
+    assert "20% of the run-steps, at most about" in out
+
+
 def test_the_command_line_build_shows_progress_unless_turned_off(monkeypatch):
     from mcreg_lib.book import run
 
