@@ -92,16 +92,13 @@ def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsy
     assert "depth 3 gd: runs 1/2, 50% of the run-steps, at most about" in out[1]
 
 
-def test_the_line_a_minute_estimates_from_the_last_minute(tmp_path, monkeypatch, capsys):
-    """A sweep resumed from checkpoints reports its resumed steps at once: the time left is estimated from the
-    steps of the last minute, not from the jump."""
-    import re
-
+def _lines_for(tmp_path, monkeypatch, steps):
+    """Run a file-output bar over one sweep of 1,000 run-steps that reports ``steps``, one report a minute."""
     clock = iter(range(0, 10_000, 61))
     monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
     path = tmp_path / "p.json"
     bar = build_mod._Bar(path, "demo", tty=False)
-    polls = iter([{"label": "s", "steps": s, "total": 1000, "runs": 0, "total_runs": 2} for s in (0, 500, 510, 520)])
+    polls = iter([{"label": "s", "steps": s, "total": 1000, "runs": 0, "total_runs": 2} for s in steps])
 
     class Stop:
         def wait(self, _):
@@ -113,28 +110,21 @@ def test_the_line_a_minute_estimates_from_the_last_minute(tmp_path, monkeypatch,
 
     bar.stop = Stop()
     bar._loop()
+
+
+def test_the_line_a_minute_estimates_from_the_last_minute(tmp_path, monkeypatch, capsys):
+    """A sweep resumed from checkpoints reports its resumed steps at once: the time left is estimated from the
+    steps of the last minute, not from the jump."""
+    import re
+
+    _lines_for(tmp_path, monkeypatch, (0, 500, 510, 520))
     minutes = [int(m) for m in re.findall(r"at most about (\d+) min left", capsys.readouterr().out)]
     assert len(minutes) >= 2 and minutes[-1] > 10 * minutes[0]
 
 
 def test_a_minute_without_steps_says_so(tmp_path, monkeypatch, capsys):
     """A sweep paused (or between two reports) for a minute gets no estimate, never "nan min left"."""
-    clock = iter(range(0, 10_000, 61))
-    monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
-    path = tmp_path / "p.json"
-    bar = build_mod._Bar(path, "demo", tty=False)
-    polls = iter([{"label": "s", "steps": s, "total": 1000, "runs": 0, "total_runs": 2} for s in (100, 100, 200)])
-
-    class Stop:
-        def wait(self, _):
-            try:
-                path.write_text(json.dumps(next(polls)))
-            except StopIteration:
-                return True
-            return False
-
-    bar.stop = Stop()
-    bar._loop()
+    _lines_for(tmp_path, monkeypatch, (100, 100, 200))
     out = capsys.readouterr().out
     assert "nan" not in out
     assert "10% of the run-steps, no steps reported in the last minute" in out
