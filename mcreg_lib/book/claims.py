@@ -134,9 +134,10 @@ class Claims:
     def seed_note(self) -> str:
         """A sentence for the chapter's page on its recorded second seed set: how many paper claims keep their
         verdict there and which change (:func:`mcreg_lib.book.seeds.chapter_note`, the ledger's words)."""
-        from .seeds import chapter_note
+        from .seeds import chapter_note, recorded
 
-        return chapter_note(self.chapter, self.to_dict())
+        data = self.to_dict()
+        return chapter_note(self.chapter, recorded(self.chapter, data), data["claims"])
 
     def table(self) -> pd.DataFrame:
         """One row per claim, for display at the end of a chapter: paper claims first, then checks. Where the

@@ -95,7 +95,7 @@ def write_ledger(claims_dir: str | Path, out_dir: str | Path, chapters: list[str
                   f"Chapter {{doc}}`../notebooks/{name}`: paper claims holding {sum(c['holds'] for c in n_paper)} "
                   f"of {len(n_paper)}; checks passing {sum(c['holds'] for c in n_check)} of {len(n_check)}.", "",
                   f"Measured at: {_parameters(data['parameters'])}.", "",
-                  seeds.chapter_note(name, data), "",
+                  seeds.chapter_note(name, rec, items), "",
                   "### Paper claims", "", _table(items, "paper", second), "",
                   "### Implementation checks", "", _table(items, "check", second), ""]
     missing = [c for c in chapters if c not in found]

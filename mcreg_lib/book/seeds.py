@@ -188,15 +188,13 @@ def record_note(name: str, rec: dict[str, Any], claims: list[dict[str, Any]]) ->
     return text + "."
 
 
-def chapter_note(name: str, claims: dict[str, Any], root: str | os.PathLike[str] | None = None) -> str:
-    """What a chapter's page and the ledger say about its second seed set, for ``claims`` (a claims file's
-    content): :func:`record_note` and the paper claims whose verdict changes there, or that none is recorded for
-    these parameters."""
-    rec = recorded(name, claims, root)
+def chapter_note(name: str, rec: dict[str, Any] | None, items: list[dict[str, Any]]) -> str:
+    """What a chapter's page and the ledger say about its second seed set: for :func:`recorded`'s ``rec`` and the
+    claims it was matched against, :func:`record_note` and the paper claims whose verdict changes there; where
+    ``rec`` is None, that none is recorded for these parameters."""
     if rec is None:
         return (f"No comparison at a second seed set is recorded for these parameters (`python -m mcreg_lib.book "
                 f"seed-sets {name} --record` makes one at the defaults).")
-    items = claims["claims"]
     word = {True: "holds", False: "fails"}
     changed = [f"{c['claim']} ({word[bool(c['holds'])]} here, {word[v]} there)"
                for c, v in zip(items, rec["verdicts"])
