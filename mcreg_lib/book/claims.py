@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,6 +181,16 @@ def fmt(x: Any) -> str:
     if isinstance(x, list):
         return ", ".join(fmt(i) for i in x)
     return str(x)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>$~|])")
+
+
+def markdown_text(x: Any) -> str:
+    """``fmt(x)`` as literal text inside a markdown page (a table cell or a list item): the characters markdown (and
+    MyST's dollar math) would read as markup escaped, newlines joined, so ``||W||_F ... f_(t+1)`` stays as written
+    instead of turning into emphasis."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", fmt(x)).replace("\n", " ")
 
 
 def read_claims(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .claims import markdown_text
+
 PAPERS = {
     "P1": "Zhao (2022), *Combining explicit and implicit regularization for efficient learning in deep networks*",
     "P2": "Du, Hu & Lee (2018), *Algorithmic regularization in learning deep homogeneous models: layers are "
@@ -142,7 +144,7 @@ def write_figure_map(claims_dir: str | Path, out: str | Path, preview: bool = Fa
                 for c in mine:
                     verdict = "holds" if c["holds"] else "**does not hold**"
                     kind = "paper claim" if c.get("kind", "paper") == "paper" else "check"
-                    lines.append(f"- {kind}: {c['claim']}: {verdict}.")
+                    lines.append(f"- {kind}: {markdown_text(c['claim'])}: {verdict}.")
                 lines.append("")
             else:
                 reason = fig.unreproduced or "no claim of this build refers to it"

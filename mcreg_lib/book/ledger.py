@@ -16,11 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import seeds
-from .claims import KINDS, SOURCES, fmt
-
-
-def _cell(x: object) -> str:
-    return fmt(x).replace("|", "\\|").replace("\n", " ")
+from .claims import KINDS, SOURCES, markdown_text as _cell
 
 
 def _parameters(params: dict) -> str:

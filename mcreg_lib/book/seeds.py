@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from .. import chapters
-from .claims import _plain
+from .claims import _plain, markdown_text
 
 COLUMNS = ["index", "kind", "claim", "same_statement", "first", "second", "changed", "first_ours", "second_ours"]
 
@@ -196,7 +196,7 @@ def chapter_note(name: str, rec: dict[str, Any] | None, items: list[dict[str, An
         return (f"No comparison at a second seed set is recorded for these parameters (`python -m mcreg_lib.book "
                 f"seed-sets {name} --record` makes one at the defaults).")
     word = {True: "holds", False: "fails"}
-    changed = [f"{c['claim']} ({word[bool(c['holds'])]} here, {word[v]} there)"
+    changed = [f"{markdown_text(c['claim'])} ({word[bool(c['holds'])]} here, {word[v]} there)"
                for c, v in zip(items, rec["verdicts"])
                if c.get("kind", "paper") == "paper" and v is not None and v != bool(c["holds"])]
     text = record_note(name, rec, items)

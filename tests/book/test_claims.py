@@ -47,3 +47,30 @@ def test_compare_two_builds(tmp_path):
     assert list(t["status"]) == ["numbers differ", "same"] and t.loc[0, "max_rel_diff"] > 0.09
     assert compare(a, build("d", 1.0, False)).loc[0, "status"] == "verdict differs"
     assert compare(a, build("e", 1.0, True, text="Other")).loc[0, "status"] == "text differs"
+
+
+def test_claim_text_stays_literal_on_the_markdown_pages(tmp_path):
+    """Claim statements carry ``||W||_F``, ``f_(t+1)`` and ``||M*||_*``: on the ledger and the figure map (markdown
+    pages) they must render as written, not as emphasis or math."""
+    from markdown_it import MarkdownIt
+
+    from mcreg_lib.book import ledger
+    from mcreg_lib.book.claims import Claims, markdown_text
+    from mcreg_lib.book.figures import write_figure_map
+
+    text = "||C(T) - C(0)||_F <= 2 sum_t eta_t (f_t - f_(t+1)); ||U||_F^2 = ||M*||_* costs $1 [x] <b>"
+    md = MarkdownIt("commonmark").enable("table")
+    rendered = md.render(markdown_text(text))
+    assert "<em>" not in rendered and "<b>" not in rendered
+    assert "(f_t - f_(t+1)); ||U||_F^2 = ||M*||_* costs $1 [x] &lt;b&gt;" in rendered
+
+    c = Claims("balancedness", "T", parameters={"n": 3})
+    c.paper(text, paper=text, source="paper", threshold=text, ours=1.0, holds=True, figure="P2-conservation")
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    (claims_dir / "balancedness.json").write_text(json.dumps(c.to_dict()))
+    ledger.write_ledger(claims_dir, tmp_path / "out", chapters=["balancedness"])
+    page = md.render((tmp_path / "out" / "claims_ledger.md").read_text())
+    assert "<em>" not in page.split("Paper claims", 1)[1] and page.count("f_(t+1)") == 3
+    figure_map = md.render(write_figure_map(claims_dir, tmp_path / "figure_map.md").read_text())
+    assert "f_(t+1)); ||U||_F^2 = ||M*||_* costs" in figure_map
