@@ -157,12 +157,14 @@ class _Progress:
     """One bar over the whole sweep, in run-steps (each run counts its step budget), with runs done and time left.
 
     With ``$MCREG_PROGRESS_FILE`` set (the book's build), the same counts are also written to that file about once a
-    second, so the build can draw the bar of a chapter that runs in another process."""
+    second, so the build can draw the bar of a chapter that runs in another process, with ``taken``: the run-steps
+    actually taken (a stopped run counts the steps it took, not its budget), from which the build tells the rate
+    of work."""
 
     def __init__(self, spec, enabled: bool, done_runs: int, label: str = "sweep") -> None:
         self.total_runs = len(spec)
         self.runs = done_runs
-        self.steps = 0
+        self.steps = self.taken = 0
         self.total = sum(max(c.max_steps, 1) for _, c in spec)
         self.label, self.written = label, 0.0
         self.file = os.environ.get("MCREG_PROGRESS_FILE")
@@ -184,11 +186,13 @@ class _Progress:
         if self.file and (force or now - self.written >= 1.0):
             self.written = now
             settings.write_progress(self.file, label=self.label, steps=self.steps, total=self.total,
-                                    runs=self.runs, total_runs=self.total_runs)
+                                    runs=self.runs, total_runs=self.total_runs, taken=self.taken)
 
-    def __call__(self, steps: int, runs: int) -> None:
+    def __call__(self, steps: int, runs: int, taken: int) -> None:
+        """``steps``: run-steps of the budget used up (a stopped run's whole budget); ``taken``: run-steps taken."""
         self.runs += runs
         self.steps += steps
+        self.taken += taken
         if self.bar is not None:
             self.bar.update(steps)
             self._post()
@@ -322,7 +326,8 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
                 trained(i, run, store_it=True)
             runs[i] = run
         if report:
-            bar(sum(max(spec[i][1].max_steps, 1) for i in idx), len(idx))
+            bar(sum(max(spec[i][1].max_steps, 1) for i in idx), len(idx),
+                sum(int(run.summary["steps"]) for run in batch_runs))
 
     try:
         if client is None and processes is None:

@@ -457,15 +457,24 @@ class _Progress:
 
     Each part of the call (the whole batch, or one sub-batch per thread) reports through its own :meth:`part`,
     with its local run indices; the totals are kept here under a lock. ``on_progress`` receives the run-steps done
-    since its last call (a run that stops early also counts the steps it will not take) and the runs finished; the
-    bar shows the steps of the horizon reached by the slowest part and the runs still active.
+    since its last call (a run that stops early also counts the steps it will not take) and the runs finished, and
+    if it takes a third argument the run-steps actually taken since its last call (a stopped run counts the steps
+    it took); the bar shows the steps of the horizon reached by the slowest part and the runs still active.
     """
 
-    def __init__(self, max_steps: Sequence[int], on_progress: Callable[[int, int], None] | None, bar: bool,
+    def __init__(self, max_steps: Sequence[int], on_progress: Callable[..., None] | None, bar: bool,
                  description: str, threads: int = 1) -> None:
+        import inspect
         import threading
 
         self.max_steps, self.on_progress = [int(m) for m in max_steps], on_progress
+        self.with_taken = False
+        if on_progress is not None:
+            try:
+                inspect.signature(on_progress).bind(0, 0, 0)
+                self.with_taken = True
+            except (TypeError, ValueError):
+                pass
         self.horizon = max(self.max_steps)
         self.lock = threading.Lock()
         self.bar = None
@@ -476,17 +485,18 @@ class _Progress:
             where = f", {threads} threads" if threads > 1 else ""
             self.bar = tqdm(total=self.horizon, desc=f"{description} ({n} run{'s' * (n > 1)}{where})", unit="step",
                             leave=False)
-        self.done = [0] * len(self.max_steps)  # run-steps counted per run
+        self.done = [0] * len(self.max_steps)  # run-steps counted per run (a stopped run: its whole budget)
+        self.taken = [0] * len(self.max_steps)  # run-steps taken per run (a stopped run: the steps it took)
         self.finished = [False] * len(self.max_steps)
         self.reached: dict[int, int] = {}  # step reached per part
         self.active: dict[int, int] = {}  # runs active per part
-        self.reported_steps = self.reported_runs = 0
+        self.reported_steps = self.reported_runs = self.reported_taken = 0
 
     def part(self, idx: Sequence[int]) -> Callable[..., None]:
         """``report(t_done, finished, n_active, force=False)`` for the part training runs ``idx`` (in that order),
         throttled to about one report per 1000 steps of the part. ``finished[b]`` is true (a finished Run, or True)
         for each run of the part that has stopped: the loop passes its list of runs as it is, read only when the
-        report is made."""
+        report is made (a finished Run also gives the steps it took)."""
         key, idx, nxt = len(self.reached), list(idx), [1000]
         self.reached[key], self.active[key] = 0, len(idx)
 
@@ -498,6 +508,10 @@ class _Progress:
                 for i, done in zip(idx, finished):
                     self.finished[i] = self.finished[i] or bool(done)
                     self.done[i] = self.max_steps[i] if self.finished[i] else min(t_done, self.max_steps[i])
+                    if isinstance(done, Run):
+                        self.taken[i] = min(int(done.summary["steps"]), self.max_steps[i])
+                    elif not self.finished[i]:
+                        self.taken[i] = min(t_done, self.max_steps[i])
                 self.reached[key] = self.horizon if n_active == 0 else t_done
                 self.active[key] = n_active
                 self._emit()
@@ -505,13 +519,14 @@ class _Progress:
         return report
 
     def _emit(self) -> None:
-        steps, runs = sum(self.done), sum(self.finished)
+        steps, runs, taken = sum(self.done), sum(self.finished), sum(self.taken)
         if self.on_progress is not None:
-            self.on_progress(steps - self.reported_steps, runs - self.reported_runs)
+            args = (steps - self.reported_steps, runs - self.reported_runs)
+            self.on_progress(*args, taken - self.reported_taken) if self.with_taken else self.on_progress(*args)
         elif self.bar is not None:
             self.bar.update(min(self.reached.values()) - self.bar.n)
             self.bar.set_postfix(active=sum(self.active.values()), refresh=False)
-        self.reported_steps, self.reported_runs = steps, runs
+        self.reported_steps, self.reported_runs, self.reported_taken = steps, runs, taken
 
     def close(self) -> None:
         if self.bar is not None:
@@ -526,7 +541,7 @@ def train(
     progress: bool | None = None,
     description: str = "train",
     on_finish: Callable[[int, Run], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
     checkpoints: Any = None,
 ) -> list[Run]:
     """Train a batch of runs together; returns one Run per config, in order.
@@ -539,7 +554,10 @@ def train(
     device: default ``$MCREG_DEVICE``, else CUDA when available, else CPU.
     on_finish(b, run): called as soon as run b stops (the sweep's cache stores it there).
     on_progress(run_steps, runs_finished): called about every 1000 steps with the run-steps done since the last
-        call (a run that stops early also reports the steps it will not take); replaces this call's own bar.
+        call (a run that stops early also reports the steps it will not take); replaces this call's own bar. A
+        callable that takes a third argument also gets the run-steps actually taken since the last call (a run
+        that stops early counts only the steps it took): a rate of work, where ``run_steps`` is a count of the
+        budget used up.
     checkpoints: an object with ``load(i)``, ``save(i, state)`` and ``drop(i)`` for run i of this call (the sweep
         gives :class:`mcreg_lib.cache.Checkpoints`): every ``$MCREG_CHECKPOINT_SECONDS`` the unfinished runs'
         states are saved, a run's is dropped once it stops, and a call whose runs (all of them, or all of a
@@ -712,7 +730,7 @@ def _loop(problems: list[Problem], configs: list[RunConfig], device: torch.devic
             for k in live:
                 batches[k].step(*steps[k])
             report(t + 1, runs, sum(batches[k].n_active for k in live))  # runs as they are: read only on a report
-    report(horizon, [True] * len(configs), 0, force=True)
+    report(horizon, [run if run is not None else True for run in runs], 0, force=True)
     missing = [i for i, run in enumerate(runs) if run is None]
     if missing:  # pragma: no cover - every run stops by max_steps at the latest
         raise RuntimeError(f"runs {missing} did not stop")

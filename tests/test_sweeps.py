@@ -68,6 +68,22 @@ def test_progress_bar_over_the_whole_sweep(capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("processes", [None, 2])
+def test_the_progress_file_counts_the_steps_taken(tmp_path, monkeypatch, processes):
+    """The build reads the sweep's progress from a file: the budget used up (a stopped run's whole budget) and the
+    run-steps taken (a stopped run's own steps), whichever backend trains the batches."""
+    from mcreg_lib import settings
+
+    monkeypatch.setenv("MCREG_PROGRESS_FILE", str(tmp_path / "progress.json"))
+    p = mc.completion_problem(n=8, rank=1, n_observed=30, seed=0)
+    spec = mc.grid(p, depth=[2, 3], seed=[0, 1], lr=0.5, init_scale=1e-2, max_steps=5_000, stop_loss=1e-6)
+    result = mc.sweep(spec, progress=False, processes=processes)
+    state = settings.read_progress(tmp_path / "progress.json")
+    took = sum(r.summary["steps"] for r in result.runs)
+    assert took < 4 * 5_000
+    assert state["steps"] == state["total"] == 4 * 5_000 and state["runs"] == 4 and state["taken"] == took
+
+
 def test_process_pool_gives_the_same_numbers(tmp_path):
     p = mc.completion_problem(n=10, rank=2, n_observed=50, seed=0)
     spec = mc.grid(p, depth=[2, 3], seed=[0, 1], lr=1.0, init_scale=1e-2, max_steps=100)

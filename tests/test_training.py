@@ -216,6 +216,30 @@ def test_batch_split_across_threads_matches_one_thread(case):
         assert {r.summary["stop_reason"] for r in split} >= {"diverged"}
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_progress_counts_the_budget_used_up_and_the_steps_taken(threads):
+    """A callback with three arguments also gets the run-steps actually taken: a run that stops early counts its
+    whole budget in the first count (used up) and only the steps it took in the third (the work done)."""
+    p = mc.completion_problem(n=12, rank=2, n_observed=60, seed=0)
+    cfgs = [mc.RunConfig(depth=2, seed=s, max_steps=5_000, **_SPLIT_CASES["gd"]) for s in range(4)]
+    cfgs.append(mc.RunConfig(depth=2, seed=9, max_steps=40, **_SPLIT_CASES["gd"]))  # stopped by its budget
+    progressed = []
+    before = _two_threads() if threads == 2 else torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        runs = mc.train(p, cfgs, progress=False, device="cpu",
+                        on_progress=lambda steps, n, taken: progressed.append((steps, n, taken)))
+    finally:
+        torch.set_num_threads(before)
+    took = [r.summary["steps"] for r in runs]
+    assert [r.summary["stop_reason"] for r in runs] == ["stop_loss"] * 4 + ["max_steps"]
+    assert max(took[:4]) < 5_000  # the early stops are real: their budgets are not work
+    assert sum(s for s, _, _ in progressed) == sum(c.max_steps for c in cfgs)
+    assert sum(n for _, n, _ in progressed) == 5
+    assert sum(t for _, _, t in progressed) == sum(took)
+    assert all(t >= 0 for _, _, t in progressed)
+
+
 def test_sensing_and_cuda_batches_stay_whole():
     """Sensing runs share one measurement operator, read once per step for the whole batch: they are not split."""
     p = mc.sensing_problem(n=6, rank=1, n_measurements=20, seed=0)

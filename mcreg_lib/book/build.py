@@ -99,18 +99,22 @@ class _Bar:
             printed = time.time()  # a line a minute for a build whose output goes to a file
             if running:
                 done = state["steps"] / state["total"]
-                # the rate over the last minute, not since the sweep began: a sweep that resumes from checkpoints
-                # reports the steps it resumed at all at once
+                # the rate of the run-steps actually taken (a stopped run's unused budget is no work done: counted
+                # in, it made a minute in which runs stopped look many times faster than the next), over the last
+                # minute, not since the sweep began: a sweep that resumes from checkpoints reports the steps it
+                # resumed at all at once
+                taken = state.get("taken", state["steps"])
                 since, before = mark if mark is not None else (started, 0)
-                rate = (state["steps"] - before) / max(printed - since, 1e-9)
-                mark = (printed, state["steps"])
+                rate = (taken - before) / max(printed - since, 1e-9)
+                mark = (printed, taken)
                 head = f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of " \
                        "the run-steps, "
                 tail = " (the count takes every running run to its step budget; a run that meets its stop rule ends " \
                        "sooner)"
                 if rate > 0:
                     left = (state["total"] - state["steps"]) / rate
-                    print(f"{head}at most about {left / 60:.0f} min left in this sweep at this rate{tail}", flush=True)
+                    print(f"{head}at most about {left / 60:.0f} min left in this sweep if the last minute's rate "
+                          f"holds{tail}", flush=True)
                 else:  # a minute without a reported step: a long stretch between reports, or the process paused
                     print(f"{head}no steps reported in the last minute", flush=True)
             else:

@@ -92,13 +92,15 @@ def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsy
     assert "depth 3 gd: runs 1/2, 50% of the run-steps, at most about" in out[1]
 
 
-def _lines_for(tmp_path, monkeypatch, steps):
-    """Run a file-output bar over one sweep of 1,000 run-steps that reports ``steps``, one report a minute."""
+def _lines_for(tmp_path, monkeypatch, steps, taken=None, total=1000):
+    """Run a file-output bar over one sweep of ``total`` run-steps that reports ``steps`` (the budget used up) and
+    ``taken`` (the run-steps taken; default: the same), one report a minute."""
     clock = iter(range(0, 10_000, 61))
     monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
     path = tmp_path / "p.json"
     bar = build_mod._Bar(path, "demo", tty=False)
-    polls = iter([{"label": "s", "steps": s, "total": 1000, "runs": 0, "total_runs": 2} for s in steps])
+    polls = iter([{"label": "s", "steps": s, "total": total, "runs": 0, "total_runs": 2, "taken": t}
+                  for s, t in zip(steps, taken or steps)])
 
     class Stop:
         def wait(self, _):
@@ -120,6 +122,19 @@ def test_the_line_a_minute_estimates_from_the_last_minute(tmp_path, monkeypatch,
     _lines_for(tmp_path, monkeypatch, (0, 500, 510, 520))
     minutes = [int(m) for m in re.findall(r"at most about (\d+) min left", capsys.readouterr().out)]
     assert len(minutes) >= 2 and minutes[-1] > 10 * minutes[0]
+
+
+def test_the_line_a_minute_takes_its_rate_from_the_steps_taken(tmp_path, monkeypatch, capsys):
+    """A run that stops early credits its unused budget to the run-steps at once: that is no work done, so a minute
+    in which runs stop does not promise the rest of the sweep in a minute (it did: "at most about 3 min left",
+    then 43 at the next line, in a build of the penalty chapter)."""
+    import re
+
+    _lines_for(tmp_path, monkeypatch, (100, 200, 5200, 5300, 5400), taken=(100, 200, 300, 400, 500), total=10_000)
+    minutes = [int(m) for m in re.findall(r"at most about (\d+) min left in this sweep if the last minute's rate holds",
+                                          capsys.readouterr().out)]
+    assert len(minutes) == 5
+    assert minutes[2] >= 40 and max(minutes[2:]) <= 1.2 * min(minutes[2:])  # from 1 min (the credit) back to 47
 
 
 def test_a_minute_without_steps_says_so(tmp_path, monkeypatch, capsys):
