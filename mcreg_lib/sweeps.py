@@ -161,11 +161,11 @@ class _Progress:
     actually taken (a stopped run counts the steps it took, not its budget), from which the build tells the rate
     of work."""
 
-    def __init__(self, spec, enabled: bool, done_runs: int, label: str = "sweep") -> None:
-        self.total_runs = len(spec)
+    def __init__(self, configs: Sequence[Any], enabled: bool, done_runs: int, label: str = "sweep") -> None:
+        self.total_runs = len(configs)
         self.runs = done_runs
         self.steps = self.taken = 0
-        self.total = sum(max(c.max_steps, 1) for _, c in spec)
+        self.total = sum(max(c.max_steps, 1) for c in configs)
         self.label, self.written = label, 0.0
         self.file = os.environ.get("MCREG_PROGRESS_FILE")
         self.bar = None
@@ -202,6 +202,20 @@ class _Progress:
         self._write(force=True)
         if self.bar is not None:
             self.bar.close()
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def progress_counter(configs: Sequence[Any], label: str, progress: bool | None = None) -> _Progress:
+    """The progress of a batch trained outside :func:`sweep` (P4's tensors: ``tensors.train_cp``), counted as a
+    sweep counts its own: pass it as the trainer's ``on_progress`` inside a ``with`` block. ``configs``: anything
+    with ``max_steps``. It draws a bar (``progress``, default ``$MCREG_PROGRESS``) and writes
+    ``$MCREG_PROGRESS_FILE``, so the book's build shows the batch like a sweep."""
+    return _Progress(list(configs), settings.progress_default() if progress is None else bool(progress), 0, label)
 
 
 def _label(c: RunConfig, configs: Sequence[RunConfig] = ()) -> str:
@@ -308,7 +322,8 @@ def sweep(spec: Sequence[tuple[Problem, RunConfig]], *, device: str | torch.devi
     groups = [[todo[k] for k in idx] for idx in batches(sub, max_batch, resume)]
     groups = lockstep_sets(spec, groups, None if resume is None else dict(zip(todo, resume)), prints)
     label = _label(sub[0][1], [c for _, c in sub]) if sub else "sweep"
-    bar = _Progress(sub, settings.progress_default() if progress is None else bool(progress), 0, label)
+    bar = _Progress([c for _, c in sub], settings.progress_default() if progress is None else bool(progress), 0,
+                    label)
     if bar.bar is not None and n_cached:
         bar.bar.write(f"sweep: {n_cached} of {len(spec)} runs read from {store.path}")
 

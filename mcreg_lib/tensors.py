@@ -69,7 +69,7 @@ import torch
 
 from . import _validate as v
 from . import metrics, objective, optimizers, settings
-from .training import log_steps
+from .training import log_steps, wants_steps_taken
 
 KIND = "tensor_completion"
 
@@ -441,7 +441,7 @@ def train_cp(
     progress: bool | None = None,
     description: str = "train_cp",
     on_finish: Callable[[int, CPRun], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
     gradients: str = "manual",
     sync_every: int = 100,
     threads: int | None = 1,
@@ -452,7 +452,8 @@ def train_cp(
     configs: validated or not; all must share ``batch_key()`` (width, optimizer and its options, dtype).
     device: CPU by default (pass "cuda" for a GPU).
     on_finish(b, run): called as soon as run b is known to have stopped (within ``sync_every`` steps).
-    on_progress(run_steps, runs_finished): as in :func:`mcreg_lib.train`; replaces this call's own bar.
+    on_progress(run_steps, runs_finished[, steps_taken]): as in :func:`mcreg_lib.train`; replaces this call's own
+        bar.
     gradients: "manual" (hand-written, the default) or "autograd" (same numbers, for checks and timing).
     sync_every: the host reads the stop rules every this many steps (and at every logged step).
     threads: CPU threads for the loop (default 1: the per-step ops are small, and on a shared machine OpenMP
@@ -536,18 +537,22 @@ def _train(problems, configs, device, progress, description, on_finish, on_progr
         from tqdm.auto import tqdm
 
         bar = tqdm(total=horizon, desc=f"{description} ({B} run{'s' * (B > 1)})", unit="step", leave=False)
-    reported, reported_runs = 0, 0
+    reported, reported_runs, reported_taken = 0, 0, 0
+    with_taken = wants_steps_taken(on_progress)
 
     def report(t_done: int) -> None:
-        nonlocal reported, reported_runs
+        nonlocal reported, reported_runs, reported_taken
         budget = sum(m if runs[b] is not None else min(t_done, m) for b, m in enumerate(max_steps))
+        taken = sum(min(int(r.summary["steps"]), m) if r is not None else min(t_done, m)
+                    for r, m in zip(runs, max_steps))
         n_done = sum(r is not None for r in runs)
         if on_progress is not None:
-            on_progress(budget - reported, n_done - reported_runs)
+            args = (budget - reported, n_done - reported_runs)
+            on_progress(*args, taken - reported_taken) if with_taken else on_progress(*args)
         elif bar is not None:
             bar.update(t_done - bar.n)
             bar.set_postfix(active=B - n_done, refresh=False)
-        reported, reported_runs = budget, n_done
+        reported, reported_runs, reported_taken = budget, n_done, taken
 
     def finish(i: int, host: dict[str, np.ndarray], step: int, why: int, value: float) -> None:
         b = int(slots[i])

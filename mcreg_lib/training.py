@@ -452,6 +452,19 @@ class Batch:
         self.layers[0].sub_(a)
 
 
+def wants_steps_taken(on_progress: Callable[..., None] | None) -> bool:
+    """Whether a progress callback takes a third argument, the run-steps taken (:func:`train`'s ``on_progress``)."""
+    if on_progress is None:
+        return False
+    import inspect
+
+    try:
+        inspect.signature(on_progress).bind(0, 0, 0)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class _Progress:
     """Progress of one ``train`` call over all its runs, reported to ``on_progress`` or a tqdm bar.
 
@@ -464,17 +477,10 @@ class _Progress:
 
     def __init__(self, max_steps: Sequence[int], on_progress: Callable[..., None] | None, bar: bool,
                  description: str, threads: int = 1) -> None:
-        import inspect
         import threading
 
         self.max_steps, self.on_progress = [int(m) for m in max_steps], on_progress
-        self.with_taken = False
-        if on_progress is not None:
-            try:
-                inspect.signature(on_progress).bind(0, 0, 0)
-                self.with_taken = True
-            except (TypeError, ValueError):
-                pass
+        self.with_taken = wants_steps_taken(on_progress)
         self.horizon = max(self.max_steps)
         self.lock = threading.Lock()
         self.bar = None

@@ -135,6 +135,26 @@ def test_batch_equals_runs_alone():
         np.testing.assert_allclose(got.history["train_loss"], alone.history["train_loss"], rtol=1e-7, atol=1e-15)
 
 
+def test_a_tensor_batch_reports_its_progress_as_a_sweep_does(tmp_path, monkeypatch):
+    """Counted by ``sweeps.progress_counter`` (the norms chapter's P4 batches), a CP batch writes the build's progress
+    file: the budget used up and the run-steps taken, which stop short of it for runs stopped by their rule."""
+    from mcreg_lib import settings, sweeps
+
+    monkeypatch.setenv("MCREG_PROGRESS_FILE", str(tmp_path / "progress.json"))
+    ps = [_problem(m=120, seed=0), _problem(m=90, seed=1)]
+    cs = [T.CPConfig(seed=0, max_steps=3_000, **F64), T.CPConfig(seed=1, max_steps=200, **F64)]
+    seen = []
+    with sweeps.progress_counter(cs, "CP order 3", progress=False) as counter:
+        runs = T.train_cp(ps, cs, progress=False,
+                          on_progress=lambda steps, n, taken: seen.append(taken) or counter(steps, n, taken))
+    took = [r.summary["steps"] for r in runs]
+    assert runs[0].summary["stop_reason"] != "max_steps" and took[0] < 3_000 and took[1] == 200
+    state = settings.read_progress(tmp_path / "progress.json")
+    assert state["label"] == "CP order 3" and state["runs"] == state["total_runs"] == 2
+    assert state["steps"] == state["total"] == 3_200 and state["taken"] == sum(took) == sum(seen)
+    assert all(t >= 0 for t in seen)
+
+
 def test_diverging_run_is_marked_and_the_others_are_untouched():
     p = _problem(m=120)
     ok = T.CPConfig(seed=0, optimizer="gd", lr=20.0, init_scale=0.05, max_steps=300, **F64)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from .. import _validate as v
-from .. import baselines, metrics, objective, small, tensors
+from .. import baselines, metrics, objective, small, sweeps, tensors
 from ..cache import memoize
 from ..problems import Problem, problem_from_observations
 from ..training import RunConfig
@@ -362,7 +362,9 @@ def tensor_completion(order: int, n: int, rank: int, n_observed: int, seeds: Seq
                 for s in seeds]
     configs = [tensors.CPConfig(init_scale=init_scale, lr=lr, max_steps=max_steps, stop_loss=stop_loss, seed=s)
                for s in seeds]
-    runs = tensors.train_cp(problems, configs, description=f"CP order {order}, m = {n_observed}")
+    label = f"CP order {order}, m = {n_observed}"
+    with sweeps.progress_counter(configs, label) as counter:  # the build shows it as it shows a sweep
+        runs = tensors.train_cp(problems, configs, description=label, on_progress=counter)
     linear = [tensors.linear_baseline(p) for p in problems]
     ranks = tensors.cp_rank([r.tensor for r in runs] + linear, tol=rank_tol)
     rows = []
