@@ -166,9 +166,53 @@ def check(connect_timeout: float = 5.0) -> dict[str, str]:
 
 
 # A sweep's bar counts each run's whole step budget, and most runs stop sooner (at their loss or plateau rule), so
-# tqdm's time left assumes the budgets; the bars say so.
+# the time left assumes the budgets; the bars say so. Its rate is that of the run-steps taken (sweep_bar).
 SWEEP_BAR_FORMAT = ("{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {remaining} left if every run takes its whole "
                     "step budget, {rate_fmt}{postfix}]")
+
+
+class WorkRate:
+    """The rate of the run-steps actually taken over the last ``window`` seconds. A sweep's count of run-steps also
+    credits a stopped run's unused budget, which is no work: measured on that count, a moment in which runs stop
+    looks many times faster than the next, and the time left swings with it."""
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window, self.samples = window, []  # (time, steps taken), oldest first
+
+    def add(self, taken: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.samples.append((now, taken))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.pop(0)
+
+    def rate(self) -> float | None:
+        """Run-steps taken a second over the window, or None before two samples a second apart."""
+        if len(self.samples) < 2 or self.samples[-1][0] - self.samples[0][0] < 1.0:
+            return None
+        (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
+        return (s1 - s0) / (t1 - t0)
+
+
+def sweep_bar(auto: bool = True, **kwargs: Any) -> Any:
+    """A tqdm bar (``tqdm.auto`` or plain ``tqdm``) in :data:`SWEEP_BAR_FORMAT` whose rate, and so its time left, is
+    that of its ``work`` (:class:`WorkRate`: feed it the run-steps taken) once it has one."""
+    if auto:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+
+    class SweepBar(tqdm):  # type: ignore[misc, valid-type]
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            d = super().format_dict
+            rate = self.work.rate() if hasattr(self, "work") else None
+            if rate is not None and rate > 0:
+                d["rate"] = rate
+            return d
+
+    bar = SweepBar(bar_format=SWEEP_BAR_FORMAT, **kwargs)
+    bar.work = WorkRate()
+    return bar
 
 
 def write_progress(path: str, **fields: Any) -> None:

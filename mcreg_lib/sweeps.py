@@ -170,10 +170,8 @@ class _Progress:
         self.file = os.environ.get("MCREG_PROGRESS_FILE")
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc="sweep", unit="step", unit_scale=True, smoothing=0.05,
-                            bar_format=settings.SWEEP_BAR_FORMAT)
+            self.bar = settings.sweep_bar(total=self.total, desc="sweep", unit="step", unit_scale=True,
+                                          smoothing=0.05)
             self._post()
         self._write(force=True)
 
@@ -194,6 +192,7 @@ class _Progress:
         self.steps += steps
         self.taken += taken
         if self.bar is not None:
+            self.bar.work.add(self.taken)
             self.bar.update(steps)
             self._post()
         self._write()

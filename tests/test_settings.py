@@ -80,3 +80,24 @@ def test_check_refuses_a_bad_number_of_seconds(monkeypatch, name, bad):
     monkeypatch.setenv(name, bad)
     with pytest.raises(ValueError, match=f"{name}='{bad}' is not allowed: it must be a number of seconds >= 0"):
         settings.check()
+
+
+def test_a_sweep_bar_tells_its_time_left_from_the_steps_taken():
+    """Runs that stop early credit their unused budgets to the bar's count at once; its rate (and time left) is
+    that of the run-steps taken over the last minute, so a moment in which runs stop does not promise the rest."""
+    import io
+
+    window = settings.WorkRate(window=60.0)
+    assert window.rate() is None
+    for t, taken in [(0, 0), (30, 300), (60, 600), (90, 900), (200, 2000)]:
+        window.add(taken, now=float(t))
+    assert window.rate() == pytest.approx(10.0)  # the samples older than a minute before the last are dropped
+    assert window.samples[0][0] == 90.0
+
+    out = io.StringIO()
+    bar = settings.sweep_bar(auto=False, total=10_000, desc="s", unit="step", file=out, mininterval=0)
+    bar.work.add(0, now=0.0)
+    bar.work.add(100, now=10.0)
+    bar.update(5_200)  # 4,900 of it a stopped run's unused budget: the bar's own rate would call it nearly done
+    bar.close()
+    assert "08:00 left if every run takes its whole step budget, 10.00step/s" in out.getvalue()

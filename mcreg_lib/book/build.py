@@ -71,8 +71,6 @@ class _Bar:
         self.thread.join(timeout=5)
 
     def _loop(self) -> None:
-        from tqdm import tqdm
-
         bar, label, begun = None, None, time.time()
         started = printed = begun
         mark = None  # (time, run-steps) at the last line printed for this sweep: the rate is the last minute's
@@ -87,10 +85,11 @@ class _Bar:
                         bar.close()
                         bar = None
                     if self.tty:
-                        bar = tqdm(total=state["total"], desc=f"  {self.name}: {state['label']}", unit="step",
-                                   unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1,
-                                   bar_format=settings.SWEEP_BAR_FORMAT)
+                        bar = settings.sweep_bar(auto=False, total=state["total"],
+                                                 desc=f"  {self.name}: {state['label']}", unit="step",
+                                                 unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
                 if bar is not None:
+                    bar.work.add(state.get("taken", state["steps"]))
                     bar.n = min(state["steps"], state["total"])
                     bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
                     bar.refresh()
