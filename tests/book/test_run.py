@@ -64,6 +64,17 @@ def test_bad_parameter_fails_at_the_first_cell(tmp_path):
                          tmp_path / "out.ipynb")
 
 
+def test_a_rerun_with_a_bad_parameter_stops_before_any_kernel(monkeypatch):
+    """`make rerun` checks the parameters against the chapter's declaration first: one line naming the parameter,
+    the value and what is allowed, not a kernel's traceback."""
+    monkeypatch.setattr(chapters, "execute", lambda *a, **k: pytest.fail("a kernel was started"))
+    with pytest.raises(SystemExit, match=r"rerun penalty: n_observed_grid\[6\]=4000 is not allowed: .* between 1 and "
+                                         r"3600"):
+        chapters.main(["run", "penalty", "-p", "n=60"])
+    with pytest.raises(SystemExit, match=r"\['nn'\] are not parameters of chapter 'depth'"):
+        chapters.main(["run", "depth", "-p", "nn=60"])
+
+
 def test_parse_parameters():
     assert chapters.parse_parameters(["n=50", "depths=[2,3]", "dtype=float64"]) == {
         "n": 50, "depths": [2, 3], "dtype": "float64"}
