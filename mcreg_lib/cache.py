@@ -458,7 +458,8 @@ def memoize(fn: Callable[..., Any]) -> Callable[..., Any]:
                 record_audit("value", key, name, difference(value, fn(*args, **kwargs)))
             return value
         start = time.perf_counter()
-        value = fn(*args, **kwargs)
+        with settings.computing(name.removeprefix("mcreg_lib.").removeprefix("chapters.")):
+            value = fn(*args, **kwargs)
         store.put_value(key, value)
         settings.log_event("trained", kind="value", key=key, what=name, seconds=time.perf_counter() - start)
         return value

@@ -22,10 +22,12 @@ cache folder that cannot be written is a clear error naming the variable).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,25 @@ def write_progress(path: str, **fields: Any) -> None:
     with open(tmp, "w") as f:
         json.dump({"time": time.time(), **fields}, f, default=_plain)
     os.replace(tmp, path)
+
+
+_COMPUTING: list[str] = []  # the memoized computations running now, outermost first
+
+
+@contextlib.contextmanager
+def computing(what: str) -> Iterator[None]:
+    """While the block runs, ``$MCREG_PROGRESS_FILE`` (when set) says that ``what`` is being computed, so the
+    book's build can name it between sweeps (a sweep started inside writes its own counts over it)."""
+    path = os.environ.get("MCREG_PROGRESS_FILE")
+    _COMPUTING.append(what)
+    if path:
+        write_progress(path, computing=what)
+    try:
+        yield
+    finally:
+        _COMPUTING.pop()
+        if path:
+            write_progress(path, **({"computing": _COMPUTING[-1]} if _COMPUTING else {}))
 
 
 def read_progress(path: str | Path) -> dict[str, Any] | None:

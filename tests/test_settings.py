@@ -101,3 +101,34 @@ def test_a_sweep_bar_tells_its_time_left_from_the_steps_taken():
     bar.update(5_200)  # 4,900 of it a stopped run's unused budget: the bar's own rate would call it nearly done
     bar.close()
     assert "08:00 left if every run takes its whole step budget, 10.00step/s" in out.getvalue()
+
+
+def test_a_memoized_computation_names_itself_in_the_progress_file(tmp_path, monkeypatch):
+    """Between sweeps the build names what the chapter computes: a memoized computation (nuclear-norm minimization,
+    OptSpace, P4's tensors...) says so in the progress file while it runs, the outer one again after an inner one."""
+    from mcreg_lib import cache
+
+    path = tmp_path / "progress.json"
+    monkeypatch.setenv("MCREG_PROGRESS_FILE", str(path))
+    monkeypatch.setenv("MCREG_CACHE", str(tmp_path / "cache"))
+    seen = []
+
+    @cache.memoize
+    def inner(x):
+        seen.append(settings.read_progress(path).get("computing"))
+        return x + 1
+
+    @cache.memoize
+    def outer(x):
+        seen.append(settings.read_progress(path).get("computing"))
+        y = inner(x)
+        seen.append(settings.read_progress(path).get("computing"))
+        return y
+
+    assert outer(1) == 2
+    assert seen == [f"{__name__.removeprefix('mcreg_lib.')}.{n}" for n in (
+        "test_a_memoized_computation_names_itself_in_the_progress_file.<locals>.outer",
+        "test_a_memoized_computation_names_itself_in_the_progress_file.<locals>.inner",
+        "test_a_memoized_computation_names_itself_in_the_progress_file.<locals>.outer")]
+    assert "computing" not in settings.read_progress(path)  # done: nothing named
+    assert outer(1) == 2 and len(seen) == 3  # read from the cache: nothing computed, nothing announced

@@ -117,8 +117,9 @@ class _Bar:
                 else:  # a minute without a reported step: a long stretch between reports, or the process paused
                     print(f"{head}no steps reported in the last minute", flush=True)
             else:
-                print(f"  {self.name}: {(printed - begun) / 60:.0f} min into the chapter (no sweep running now)",
-                      flush=True)
+                doing = state.get("computing") if state else None
+                print(f"  {self.name}: {(printed - begun) / 60:.0f} min into the chapter (no sweep running now"
+                      + (f"; computing {doing})" if doing else ")"), flush=True)
         if bar is not None:
             bar.close()
 

@@ -74,7 +74,8 @@ def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(build_mod.time, "time", lambda: float(next(clock)))
     path = tmp_path / "p.json"
     bar = build_mod._Bar(path, "demo", tty=False)
-    polls = iter([None, {"label": "depth 3 gd", "steps": 50, "total": 100, "runs": 1, "total_runs": 2}])
+    polls = iter([None, {"label": "depth 3 gd", "steps": 50, "total": 100, "runs": 1, "total_runs": 2},
+                  {"computing": "baselines.nuclear_norm_minimization"}])
 
     class Stop:
         def wait(self, _):
@@ -90,6 +91,7 @@ def test_a_build_into_a_file_prints_a_line_a_minute(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out.splitlines()
     assert "demo:" in out[0] and "no sweep running now" in out[0]
     assert "depth 3 gd: runs 1/2, 50% of the run-steps, at most about" in out[1]
+    assert out[2].endswith("(no sweep running now; computing baselines.nuclear_norm_minimization)")
 
 
 def _lines_for(tmp_path, monkeypatch, steps, taken=None, total=1000):
