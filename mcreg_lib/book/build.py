@@ -7,7 +7,8 @@ What a build does, in order:
 
 1. checks the settings (``MCREG_RUN_ON``, ``MCREG_DEVICE``, the cache folder; :func:`mcreg_lib.settings.check`)
    before any chapter runs, and prints an estimate of the cold time (from the last build of the same size in this
-   cache, else from the times measured on the 2-core build machine that each chapter module records);
+   cache, else from the times measured with the current training loop on a 2-core machine that each chapter
+   module records);
 2. executes each chapter with papermill in place (``notebooks/NAME.ipynb``), its kernel told by environment
    variables where the cache is (so finished runs are read, not trained, and a killed build resumes), how many
    cached results to audit (re-compute and compare: a stale entry fails the build) and where to log what it did;
@@ -189,7 +190,10 @@ def estimate(names: list[str], preview: bool, cache: Path) -> tuple[float, str]:
     from .. import chapters
 
     total = sum(chapters.module(n).COLD_SECONDS[size] for n in names)
-    return total, "the times measured on the 2-core build machine (recorded in mcreg_lib/chapters/*.py)"
+    if preview:
+        return total, "the times measured on the 2-core build machine (recorded in mcreg_lib/chapters/*.py)"
+    return total, ("the times measured with the current training loop on a 2-core machine (recorded in "
+                   "mcreg_lib/chapters/*.py; the slower build machine, with an earlier loop, took about twice as long)")
 
 
 BUILD_VARIABLES = ("MCREG_CACHE", "MCREG_AUDIT", "MCREG_AUDIT_SEED", "MCREG_EVENTS", "MCREG_PROGRESS_FILE",

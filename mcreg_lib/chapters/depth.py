@@ -58,7 +58,11 @@ from ..cache import memoize
 # error-vs-init grid (its default since 2026-12-03): a build of the chapter that trained its 66 new runs and read
 # everything else took 1,507 s, about 1,450 s of it training. Preview 31 s. The sensing times predate the lockstep
 # of the three depths (a step of the 45 runs 1.6x to 1.85x faster): an upper bound until measured again.
-COLD_SECONDS = {"protocol": 3600 - 600 + 4260 + 8075 + 1450, "preview": 31}
+# With the loop of commit 56fe0a4 and later, on a second 2-core machine of the same kind (2026-12-03), the
+# protocol value below; the build machine's, with the loop of earlier commits, in the comment above.
+# Here, at its second seed set from scratch (seed-sets depth --record): 37 min before the sensing grid, 1,668 s
+# of training for the grid at m = 2,000, about 3,280 s at m = 5,000 (in two runs, resumed from checkpoints).
+COLD_SECONDS = {"protocol": 2220 + 1668 + 3280, "preview": 31}
 
 P3_INIT_SCALES = [1e-3, 1e-4, 1e-5, 1e-6]
 

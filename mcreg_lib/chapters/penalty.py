@@ -51,8 +51,12 @@ OUTCOMES = ("recovered", "not recovered", "blown up", "diverged")
 STEP_NORMALIZED = (*optimizers.ADAPTIVE, "normalized_gd")
 
 # Cold wall time (nothing cached) on the 2-core build machine, for the build's estimate; the build remembers
-# its own measurements after a cold build (mcreg_lib.book.build.estimate).
-COLD_SECONDS = {"protocol": 7300, "preview": 30}
+# its own measurements after a cold build (mcreg_lib.book.build.estimate). About 2 h 1 min after two interruptions
+# (2026-12-02, 7,252 s: 209 runs trained, 74 read); about 7,300 s all told.
+# With the loop of commit 56fe0a4 and later, on a second 2-core machine of the same kind (2026-12-03), the
+# protocol value below; the build machine's, with the loop of earlier commits, in the comment above.
+# Here: about 79.5 min of training in a build stopped at the end of a session, then 176 s after its restart.
+COLD_SECONDS = {"protocol": 4770 + 176, "preview": 30}
 
 PARAMETERS = Parameters(
     "penalty",
