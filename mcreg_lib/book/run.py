@@ -103,8 +103,20 @@ def sync_parameters(name: str, *, notebooks: Path = NOTEBOOKS) -> bool:
     return new != text
 
 
+def duration(seconds: float) -> str:
+    """A wall time as people say it: 40 s, 7 min, 2 h 5 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+
+
 def rerun_box(name: str, example: str = "") -> str:
-    """Markdown for a chapter's "Rerun this chapter" box: its declared parameters and the exact commands."""
+    """Markdown for a chapter's "Rerun this chapter" box: its declared parameters, how long a run takes and the exact
+    commands."""
+    from .. import chapters as chapter_modules
+
+    cold = chapter_modules.module(name).COLD_SECONDS
     rows = declared(name).table()
     lines = ["| parameter | default | preview | meaning | allowed values |",
              "|---|---|---|---|---|"]
@@ -132,12 +144,17 @@ def rerun_box(name: str, example: str = "") -> str:
         "",
         "    make rerun CHAPTER=" + name + ' ARGS="' + example + '"',
         "",
+        f"At the defaults, with nothing in the run cache, this chapter took about {duration(cold['protocol'])} on a",
+        f"2-core machine; at the preview values about {duration(cold['preview'])} (`mcreg_lib/chapters/{name}.py`,",
+        "`COLD_SECONDS`). Runs already in the cache (`.mcreg_cache/`, shared with `make book`) are read, not trained.",
+        "",
         "The same with papermill directly (it reads `.ipynb`, so convert the MyST source first):",
         "",
         f"    jupytext --to ipynb notebooks/{name}.md -o /tmp/{name}.ipynb",
         f"    papermill /tmp/{name}.ipynb /tmp/{name}-out.ipynb -k python3 --cwd notebooks {pm}",
         "",
-        "A bad value stops the chapter at its first cell with an error naming the parameter.",
+        "A bad value stops `make rerun` before the chapter starts (papermill: at the chapter's first cell), with an",
+        "error naming the parameter, the value and what is allowed.",
         "",
         "At a second seed set (the chapter's `SECOND_SEEDS`: every seed moved off its default), with each claim's",
         "two verdicts listed, the changed ones first:",

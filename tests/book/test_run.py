@@ -108,3 +108,5 @@ def test_rerun_box_lists_the_declaration():
     assert "-y '{n: 50, depths: [2,3]}'" in box
     for row in chapters.declared("getting_started").table():
         assert f"| `{row['name']}` |" in box and row["allowed"] in box
+    assert "this chapter took about 18 s on a\n2-core machine; at the preview values about 14 s" in box
+    assert [chapters.duration(s) for s in (40, 445, 4946, 7168)] == ["40 s", "7 min", "82 min", "1 h 59 min"]
