@@ -72,16 +72,19 @@ class _Bar:
         self.thread.join(timeout=5)
 
     def _loop(self) -> None:
-        bar, label, begun = None, None, time.time()
-        started = printed = begun
-        mark = None  # (time, run-steps) at the last line printed for this sweep: the rate is the last minute's
+        bar, label, work, begun = None, None, None, time.time()
+        printed = begun
         while not self.stop.wait(1.0):
             state = settings.read_progress(self.path)
             running = bool(state and state.get("total")) and state["steps"] < state["total"]
             if state and state.get("total"):
                 key = (state["label"], state["total"], state["total_runs"])
                 if key != label:
-                    label, started, mark = key, time.time(), None
+                    # the rate of the run-steps actually taken over the last minute (settings.WorkRate), from zero
+                    # at the sweep's start: not since it began, as a sweep resumed from checkpoints reports the
+                    # steps it resumed at once
+                    label, work = key, settings.WorkRate()
+                    work.add(0)
                     if bar is not None:
                         bar.close()
                         bar = None
@@ -89,8 +92,9 @@ class _Bar:
                         bar = settings.sweep_bar(auto=False, total=state["total"],
                                                  desc=f"  {self.name}: {state['label']}", unit="step",
                                                  unit_scale=True, leave=False, file=sys.stderr, smoothing=0.1)
+                        bar.work = work
                 if bar is not None:
-                    bar.work.add(state.get("taken", state["steps"]))
+                    work.add(state.get("taken", state["steps"]))
                     bar.n = min(state["steps"], state["total"])
                     bar.set_postfix_str(f"runs {state['runs']}/{state['total_runs']}", refresh=False)
                     bar.refresh()
@@ -99,14 +103,8 @@ class _Bar:
             printed = time.time()  # a line a minute for a build whose output goes to a file
             if running:
                 done = state["steps"] / state["total"]
-                # the rate of the run-steps actually taken (a stopped run's unused budget is no work done: counted
-                # in, it made a minute in which runs stopped look many times faster than the next), over the last
-                # minute, not since the sweep began: a sweep that resumes from checkpoints reports the steps it
-                # resumed at all at once
-                taken = state.get("taken", state["steps"])
-                since, before = mark if mark is not None else (started, 0)
-                rate = (taken - before) / max(printed - since, 1e-9)
-                mark = (printed, taken)
+                work.add(state.get("taken", state["steps"]), printed)
+                rate = work.rate() or 0.0
                 head = f"  {self.name}: {state['label']}: runs {state['runs']}/{state['total_runs']}, {done:.0%} of " \
                        "the run-steps, "
                 tail = " (the count takes every running run to its step budget; a run that meets its stop rule ends " \

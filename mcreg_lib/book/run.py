@@ -261,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = parse_parameters(args.parameter)
     try:  # a bad parameter is one line naming it, before a kernel starts (the chapter's first cell checks it again)
-        from .. import chapters as chapter_modules
-
-        chapter_modules.module(args.name).PARAMETERS.resolve(**params)
+        declared(args.name).resolve(**params)
     except ValueError as exc:
         raise SystemExit(f"rerun {args.name}: {exc}") from None
     where = settings.check()  # a bad MCREG_RUN_ON, a missing device or an unwritable cache fails before the chapter
